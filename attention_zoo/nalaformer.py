@@ -1,0 +1,127 @@
+"""NaLaFormer: norm-aware linear attention (Meng et al., arXiv 2506.21137, ICML 2026).
+
+Follows the authors' released ``NormAwareLinearAttn`` (see ``shared/specs/nalaformer.md``), adapted from 2-D
+vision tokens to 1-D sequences:
+
+* each query is split into norm x direction and the direction is raised to ``p = 3 (0.5 + tanh |q|)``, so
+  larger queries give spikier (lower-entropy) weights, as in softmax;
+* ``k <- k**3``; q and k are split into positive and negative parts, so equal-sign dimensions add and
+  opposite-sign dimensions contribute nothing (never a negative weight before RoPE);
+* 1-D RoPE on the feature maps in the numerator only (the released code uses 2-D RoPE over rows and
+  columns); the normaliser uses the un-rotated features;
+* the block: one ``Linear(C, 4C)`` for q, k, v and a gate; LePE = depthwise conv (kernel 5, 1-D here instead of
+  5x5) over v added to the attention output; ``out = Linear(LayerNorm(attn + lepe) * SiLU(gate))``.
+
+LRA additions: padded keys are excluded from the state, the key mean and the ``N^-1/2`` scalings (which use the
+count of valid keys), and v is zeroed at padded positions before LePE, so appending padding never changes
+valid outputs. The query norm is clamped at ``eps`` so an all-zero query gives 0, not 0/0.
+
+``rope``, ``lepe`` and ``gate`` switch parts of the block off; ``norm_aware=False`` uses the fixed power
+``fixed_power`` and ``sign_split=False`` uses plain ``relu`` features: the paper's ablations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from attention_zoo.base import check_inputs
+from attention_zoo.registry import register
+from attention_zoo.rope import apply_rope
+
+
+def nala_feature_maps(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    norm_aware: bool = True,
+    sign_split: bool = True,
+    fixed_power: float = 3.0,
+    eps: float = 1e-6,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """phi_q and phi_k (2d wide with the sign split, d wide without)."""
+    k = k**3
+    n = q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    p = 3.0 * (0.5 + torch.tanh(n)) if norm_aware else torch.full_like(n, fixed_power)
+    if sign_split:
+        phi_q = torch.cat([(F.relu(q) / n) ** p, (F.relu(-q) / n) ** p], dim=-1)
+        phi_k = torch.cat([F.relu(k), F.relu(-k)], dim=-1)
+    else:
+        phi_q, phi_k = (F.relu(q) / n) ** p, F.relu(k)
+    return phi_q, phi_k
+
+
+def nala_reference(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6) -> torch.Tensor:
+    """Materialise w_ij = <R phi_q_i, R phi_k_j> / (N_valid (phi_q_i . mean_j phi_k_j + eps)), then W @ v."""
+    keep = mask[:, None, :, None].to(phi_k.dtype)
+    phi_k = phi_k * keep
+    count = keep.sum(dim=2, keepdim=True)  # (B, 1, 1, 1): valid keys per sequence
+    rq, rk = (apply_rope(phi_q), apply_rope(phi_k)) if rope else (phi_q, phi_k)
+    scores = rq @ rk.transpose(-1, -2)  # (B, H, N, N)
+    denom = phi_q @ (phi_k.sum(dim=2, keepdim=True) / count).transpose(-1, -2) + denom_eps  # (B, H, N, 1)
+    weights = scores / count / denom
+    return weights @ (v * keep)
+
+
+def nala_linear(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6) -> torch.Tensor:
+    """The same quantity in O(N d^2): a (2d x d) state per head, never an N x N tensor."""
+    keep = mask[:, None, :, None].to(phi_k.dtype)
+    phi_k = phi_k * keep
+    count = keep.sum(dim=2, keepdim=True)
+    scale = count.rsqrt()
+    rq, rk = (apply_rope(phi_q), apply_rope(phi_k)) if rope else (phi_q, phi_k)
+    state = (rk * scale).transpose(-1, -2) @ (v * keep * scale)  # (B, H, 2d, d)
+    k_mean = phi_k.sum(dim=2, keepdim=True) / count  # (B, H, 1, 2d)
+    denom = (phi_q * k_mean).sum(dim=-1, keepdim=True) + denom_eps
+    return (rq @ state) / denom
+
+
+@register("nalaformer", complexity="O(N)", source="Meng et al. 2026 (ICML), NaLaFormer, arXiv 2506.21137")
+class NaLaAttention(nn.Module):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        impl: str = "auto",
+        rope: bool = True,
+        lepe: bool = True,
+        gate: bool = True,
+        norm_aware: bool = True,
+        sign_split: bool = True,
+        fixed_power: float = 3.0,
+        lepe_kernel: int = 5,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}; pick heads that divide it")
+        if impl not in {"auto", "fast", "reference"}:
+            raise ValueError(f"attention.impl={impl!r} is not one of auto, fast, reference")
+        if lepe_kernel % 2 == 0:
+            raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
+        self.dim, self.num_heads, self.impl = dim, num_heads, impl
+        self.rope, self.gate, self.eps = rope, gate, eps
+        self.feature_opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
+        self.qkvg = nn.Linear(dim, 4 * dim)
+        self.lepe = nn.Conv1d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe else None
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        mask = check_inputs(x, mask, self.dim)
+        q, k, v, g = self.qkvg(x).chunk(4, dim=-1)
+        v = v * mask[..., None].to(v.dtype)
+        heads = [rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)]
+        with torch.autocast(x.device.type, enabled=False):  # the released kernel runs in float32
+            qh, kh, vh = (t.float() for t in heads)
+            phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts)
+            kernel = nala_reference if self.impl == "reference" else nala_linear
+            out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps)
+        out = rearrange(out, "b h n d -> b n (h d)").to(x.dtype)
+        if self.lepe is not None:
+            out = out + self.lepe(v.transpose(1, 2)).transpose(1, 2)
+        out = self.norm(out)
+        if self.gate:
+            out = out * F.silu(g)
+        return self.proj(out)

@@ -1,0 +1,71 @@
+"""The LightningModule: cross-entropy training, torchmetrics accuracy, AdamW with warm-up and decay."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from lra.model import LRAModel
+
+
+def warmup_decay(step: int, warmup: int, total: int, decay: str) -> float:
+    """LR multiplier: linear warm-up to 1, then ``linear`` or ``cosine`` decay to 0 at ``total``, or
+    ``constant``. ``linear`` is the OneCycle linear anneal of the Nystromformer/Skyformer code."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if decay == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    if decay == "linear":
+        return 1.0 - progress
+    if decay == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"model.optim.decay={decay!r} is not one of linear, cosine, constant")
+
+
+class LRAClassifier(L.LightningModule):
+    def __init__(self, net: dict[str, Any], optim: dict[str, Any], num_classes: int, total_steps: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = LRAModel(num_classes=num_classes, **net)
+        self.optim_cfg, self.total_steps = optim, total_steps
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(ids)
+
+    def training_step(self, batch, batch_idx):
+        ids, labels = batch
+        logits = self(ids)
+        loss = F.cross_entropy(logits.float(), labels)
+        acc = (logits.argmax(-1) == labels).float().mean()
+        self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        ids, labels = batch
+        logits = self(ids)
+        self.val_acc.update(logits, labels)
+        self.log("val/loss", F.cross_entropy(logits.float(), labels), sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def test_step(self, batch, batch_idx):
+        ids, labels = batch
+        self.test_acc.update(self(ids), labels)
+        self.log("test/acc", self.test_acc)
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        fused = torch.cuda.is_available() and o.get("fused", True)
+        opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
+                                weight_decay=o["weight_decay"], fused=fused or None)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_decay(step, o["warmup_steps"], self.total_steps, o["decay"])
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,0 +1,76 @@
+"""The results store: one JSON object per line in ``runs.jsonl``.
+
+Appends are atomic: each row is one ``write`` on a file opened with ``O_APPEND`` while holding an exclusive
+``flock``, then ``fsync``-ed, so rows from runs that finish at once never interleave and a crash leaves earlier
+rows intact. Readers skip a corrupt line with a warning that names it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+RUNS_FILE = "runs.jsonl"
+
+# Fields every row carries (tests check the schema against this list).
+REQUIRED_FIELDS = (
+    "run_id", "time", "status", "task", "attention", "seed", "protocol", "data", "data_source",
+    "test_acc", "best_val_acc", "majority_acc", "steps", "train_seconds", "steps_per_sec", "tokens_per_sec",
+    "peak_mem_mb", "peak_mem_kind", "params", "device", "torch", "git_commit", "overrides", "config",
+)
+
+
+def append_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
+    missing = [k for k in REQUIRED_FIELDS if k not in row]
+    if missing:
+        raise ValueError(f"result row lacks {', '.join(missing)}")
+    path = Path(results_dir) / RUNS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(_finite(row), sort_keys=True, default=str, allow_nan=False) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    return path
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null: strict JSON, and a missing number reads as missing."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / RUNS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            warnings.warn(f"{path}:{line_no}: skipped a corrupt line ({err.msg})", stacklevel=2)
+            continue
+        if not isinstance(row, dict):
+            warnings.warn(f"{path}:{line_no}: skipped a line that is not a JSON object", stacklevel=2)
+            continue
+        rows.append(row)
+    return rows

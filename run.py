@@ -1,0 +1,168 @@
+"""Train, validate and test one LRA model, then append one row to ``${results_dir}/runs.jsonl``.
+
+    python run.py task=listops attention=nalaformer experiment=smoke
+    python run.py -m task=listops,pathfinder attention=softmax,nalaformer seed=0,1,2
+
+Read top to bottom: config -> data -> model -> trainer -> result row. In a sweep (``-m``) a failing run records
+a ``failed`` row and the sweep goes on; a single run exits non-zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from omegaconf import DictConfig, OmegaConf
+
+from lra import LRAError
+from lra.callbacks import ThroughputMonitor, peak_memory_mb
+from lra.data.datamodule import LRADataModule
+from lra.module import LRAClassifier
+from lra.results import append_row
+
+log = logging.getLogger("lra")
+ROOT = Path(__file__).resolve().parent
+
+
+def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
+    """One run; returns the row it appended."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    task, net = config["task"], config["model"]
+    row = base_row(config, overrides or [])
+    L.seed_everything(cfg.seed, workers=True)
+
+    # data
+    data = LRADataModule(task, cfg.data_dir, task["batch_size"], seed=cfg.seed, num_workers=cfg.num_workers)
+    splits = data.prepare()
+    row["data_source"] = splits.source
+    row["data"] = "synthetic" if splits.source == "synthetic" else "real"
+    row["majority_acc"] = data.majority_accuracy()
+
+    # model
+    net_cfg = {k: v for k, v in net.items() if k != "optim"}
+    net_cfg.update(vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"],
+                   attention=config["attention"])
+    model = LRAClassifier(net_cfg, net["optim"], task["num_classes"], total_steps=cfg.trainer.max_steps)
+    row["params"] = sum(p.numel() for p in model.parameters())
+
+    # trainer
+    ckpt_dir = Path(cfg.checkpoint_dir) / row["run_id"]
+    resume = ckpt_dir / "last.ckpt"
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_last=True)
+    timer = ThroughputMonitor()
+    callbacks: list[L.Callback] = [best, timer]
+    t = dict(config["trainer"])
+    if t.pop("enable_progress_bar"):
+        callbacks.append(RichProgressBar())
+    else:
+        t["enable_progress_bar"] = False
+    if t["precision"] == "auto":
+        t["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
+    trainer = L.Trainer(**t, max_epochs=-1, check_val_every_n_epoch=None, callbacks=callbacks,
+                        default_root_dir=str(ckpt_dir), logger=False, deterministic=False)
+    ckpt_path = str(resume) if cfg.resume and resume.exists() else None
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
+    test = trainer.test(model, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)
+
+    # result row
+    steps = trainer.global_step
+    best_val = best.best_model_score
+    row.update(
+        status="ok" if math.isfinite(train_loss) else "diverged",
+        test_acc=float(test[0]["test/acc"]),
+        best_val_acc=float(best_val) if best_val is not None else None,
+        steps=steps,
+        train_seconds=round(timer.train_seconds, 3),
+        steps_per_sec=steps / timer.train_seconds if timer.train_seconds else None,
+        tokens_per_sec=timer.tokens / timer.train_seconds if timer.train_seconds else None,
+        final_train_loss=train_loss if math.isfinite(train_loss) else None,
+        resumed_from_step=_resumed_step(ckpt_path),
+    )
+    row["peak_mem_mb"], row["peak_mem_kind"] = peak_memory_mb()
+    append_row(cfg.results_dir, row)
+    resume.unlink(missing_ok=True)  # finished: the same command later starts a fresh run
+    log.info("test_acc=%.4f (majority class %.4f) -> %s/runs.jsonl", row["test_acc"], row["majority_acc"],
+             cfg.results_dir)
+    return row
+
+
+def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Everything known before training; the same config always gives the same run_id (checkpoint folder)."""
+    identity = {k: v for k, v in config.items() if k not in {"results_dir", "checkpoint_dir", "resume",
+                                                              "num_workers", "data_dir"}}
+    digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    task, attention = config["task"]["name"], config["attention"].get("name") or config["attention"]["_target_"]
+    return {
+        "run_id": f"{task}-{attention}-s{config['seed']}-{digest}",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "status": "failed",
+        "task": task, "attention": attention, "seed": config["seed"], "protocol": config["protocol"],
+        "data": None, "data_source": None,
+        "test_acc": None, "best_val_acc": None, "majority_acc": None, "steps": 0,
+        "train_seconds": None, "steps_per_sec": None, "tokens_per_sec": None,
+        "peak_mem_mb": None, "peak_mem_kind": None, "params": None,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__, "git_commit": git_commit(),
+        "command": " ".join(["python", *sys.argv]), "overrides": overrides, "config": config,
+    }
+
+
+def git_commit() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=5)
+        sha = head.stdout.strip() if head.returncode == 0 else ""
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha or "unknown") + ("-dirty" if dirty else "")
+
+
+def _resumed_step(ckpt_path: str | None) -> int | None:
+    if not ckpt_path:
+        return None
+    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step", 0))
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    overrides = list(hc.overrides.task)
+    sweeping = hc.mode == RunMode.MULTIRUN
+    try:
+        train(cfg, overrides)
+    except Exception as err:  # one failing run must not lose the sweep
+        config = OmegaConf.to_container(cfg, resolve=True)
+        row = base_row(config, overrides)
+        row["error"] = f"{type(err).__name__}: {err}"
+        append_row(cfg.results_dir, row)
+        if isinstance(err, LRAError):
+            log.error("%s", err)
+        else:
+            log.error("run failed:\n%s", traceback.format_exc())
+        if not sweeping:
+            sys.exit(2 if isinstance(err, LRAError) else 1)
+        log.error("sweep continues; the failure is recorded in %s/runs.jsonl", cfg.results_dir)
+
+
+if __name__ == "__main__":
+    main()
