@@ -60,9 +60,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     # trainer
     ckpt_dir = Path(cfg.checkpoint_dir) / row["run_id"]
     resume = ckpt_dir / "last.ckpt"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", save_last=True)
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max")
+    # A second checkpoint, overwritten at every validation, is what an interrupted run resumes from.
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=cfg.trainer.val_check_interval,
+                           enable_version_counter=False)
     timer = ThroughputMonitor()
-    callbacks: list[L.Callback] = [best, timer]
+    callbacks: list[L.Callback] = [best, last, timer]
     t = dict(config["trainer"])
     if t.pop("enable_progress_bar"):
         callbacks.append(RichProgressBar())
@@ -73,8 +76,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     trainer = L.Trainer(**t, max_epochs=-1, check_val_every_n_epoch=None, callbacks=callbacks,
                         default_root_dir=str(ckpt_dir), logger=False, deterministic=False)
     ckpt_path = str(resume) if cfg.resume and resume.exists() else None
+    resumed_from = _resumed_step(ckpt_path)
     if ckpt_path:
-        log.info("resuming from %s", ckpt_path)
+        log.info("resuming from %s (step %d)", ckpt_path, resumed_from)
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     test = trainer.test(model, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)
@@ -91,7 +95,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         steps_per_sec=steps / timer.train_seconds if timer.train_seconds else None,
         tokens_per_sec=timer.tokens / timer.train_seconds if timer.train_seconds else None,
         final_train_loss=train_loss if math.isfinite(train_loss) else None,
-        resumed_from_step=_resumed_step(ckpt_path),
+        resumed_from_step=resumed_from,
     )
     row["peak_mem_mb"], row["peak_mem_kind"] = peak_memory_mb()
     append_row(cfg.results_dir, row)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
+    """The config run.py would get for these command-line overrides, writing into tmp_path."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[
+                f"results_dir={tmp_path / 'results'}",
+                f"checkpoint_dir={tmp_path / 'ckpt'}",
+                f"data_dir={tmp_path / 'data'}",
+                *overrides,
+            ],
+        )
+
+
+def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    env.pop("LRA_DATA_DIR", None)
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=env)
+
+
+@pytest.fixture
+def cfg_factory(tmp_path):
+    return lambda *overrides: make_cfg(tmp_path, *overrides)

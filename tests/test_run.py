@@ -1,0 +1,103 @@
+"""run.py end to end: every task's smoke run, the row schema, sweeps, errors, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import run
+from lra.callbacks import ThroughputMonitor
+from lra.results import REQUIRED_FIELDS, read_rows
+from tests.conftest import run_cli
+
+
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder"])
+def test_smoke_run_of_every_task_appends_a_complete_row(cfg_factory, task):
+    cfg = cfg_factory(f"task={task}", "experiment=smoke", "attention=softmax")
+    row = run.train(cfg, overrides=[f"task={task}"])
+    rows = read_rows(cfg.results_dir)
+    assert rows == [json.loads(json.dumps(row))]
+    assert set(REQUIRED_FIELDS) <= set(rows[0])
+    r = rows[0]
+    assert (r["task"], r["attention"], r["seed"], r["status"]) == (task, "softmax", 0, "ok")
+    assert r["data"] == "synthetic" and r["data_source"] == "synthetic"  # no files in tmp data_dir
+    assert r["steps"] == 20 and 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["best_val_acc"] <= 1.0
+    assert r["steps_per_sec"] > 0 and r["tokens_per_sec"] > 0 and r["train_seconds"] > 0
+    assert r["peak_mem_mb"] > 0 and r["params"] > 1000
+    assert r["device"] == "cpu" and r["torch"] == torch.__version__
+    assert r["config"]["task"]["name"] == task and r["overrides"] == [f"task={task}"]
+    assert r["config"]["model"]["dim"] == 32  # the resolved config, experiment applied
+
+
+def test_nalaformer_smoke_run(cfg_factory):
+    cfg = cfg_factory("attention=nalaformer", "experiment=smoke")
+    row = run.train(cfg)
+    assert row["attention"] == "nalaformer" and row["status"] == "ok"
+    assert row["config"]["attention"]["rope"] is True
+
+
+def test_real_listops_files_are_used_when_present(cfg_factory, tmp_path):
+    from lra.data import listops
+
+    cfg = cfg_factory("experiment=smoke", "task.source=files")
+    listops.write_splits(tmp_path / "data" / "listops-1000",
+                         listops.ListOpsConfig(num_train=64, num_val=16, num_test=16, max_depth=3, min_length=3,
+                                               max_length=60))
+    row = run.train(cfg)
+    assert row["data"] == "real" and row["data_source"].endswith("listops-1000")
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    res = run_cli("run.py", "task=text", f"data_dir={tmp_path}", f"results_dir={tmp_path / 'r'}")
+    assert res.returncode == 2
+    assert "data not found at" in res.stderr + res.stdout and "Traceback" not in res.stderr
+    assert read_rows(tmp_path / "r")[0]["status"] == "failed"
+
+
+def test_unknown_attention_lists_the_options():
+    res = run_cli("run.py", "attention=nope")
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert "Available options in 'attention'" in res.stderr
+    assert "nalaformer" in res.stderr and "softmax" in res.stderr
+
+
+def test_sweep_survives_a_failing_run(tmp_path):
+    """text has no files and source=files: its jobs fail, the listops jobs still land their rows."""
+    from lra.data import listops
+
+    listops.write_splits(tmp_path / "data" / "listops-1000",
+                         listops.ListOpsConfig(num_train=64, num_val=16, num_test=16, max_depth=3, min_length=3,
+                                               max_length=60))
+    res = run_cli("run.py", "-m", "experiment=smoke", "task=listops,text", "task.source=files",
+                  "attention=softmax,nalaformer", f"data_dir={tmp_path / 'data'}",
+                  f"results_dir={tmp_path / 'r'}", f"checkpoint_dir={tmp_path / 'c'}",
+                  f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=600)
+    rows = read_rows(tmp_path / "r")
+    assert res.returncode == 0, res.stderr[-2000:]
+    status = {(r["task"], r["attention"]): r["status"] for r in rows}
+    assert len(rows) == 4
+    assert status == {("listops", "softmax"): "ok", ("listops", "nalaformer"): "ok",
+                      ("text", "softmax"): "failed", ("text", "nalaformer"): "failed"}
+
+
+def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
+    cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
+    original = ThroughputMonitor.on_train_batch_start
+
+    def crash(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 12:
+            raise RuntimeError("simulated crash")
+        original(self, trainer, pl_module, batch, batch_idx)
+
+    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run.train(cfg)
+    assert read_rows(cfg.results_dir) == []
+    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", original)
+    row = run.train(cfg)
+    assert row["resumed_from_step"] == 10 and row["steps"] == 20
+    again = run.train(cfg)  # finished runs leave no last.ckpt: the same command starts afresh
+    assert again["resumed_from_step"] is None
