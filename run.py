@@ -54,7 +54,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     net_cfg = {k: v for k, v in net.items() if k != "optim"}
     net_cfg.update(vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"],
                    attention=config["attention"])
-    model = LRAClassifier(net_cfg, net["optim"], task["num_classes"], total_steps=cfg.trainer.max_steps)
+    try:
+        model = LRAClassifier(net_cfg, net["optim"], task["num_classes"], total_steps=cfg.trainer.max_steps)
+    except (ValueError, KeyError) as err:  # a bad model/attention option: say which, no traceback
+        raise LRAError(f"cannot build the model: {err.args[0] if err.args else err}") from None
     row["params"] = sum(p.numel() for p in model.parameters())
 
     # trainer
@@ -110,7 +113,7 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     identity = {k: v for k, v in config.items() if k not in {"results_dir", "checkpoint_dir", "resume",
                                                               "num_workers", "data_dir"}}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
-    task, attention = config["task"]["name"], config["attention"].get("name") or config["attention"]["_target_"]
+    task, attention = config["task"]["name"], config["attention"].get("_target_") or config["attention"]["name"]
     return {
         "run_id": f"{task}-{attention}-s{config['seed']}-{digest}",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -58,3 +58,9 @@ def check_inputs(x: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.
             f"key padding mask must be (batch, length) = {tuple(x.shape[:2])}; got {tuple(mask.shape)}"
         )
     return mask.bool()
+
+
+def at_least_fp32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Upcast half-precision tensors to float32 (attention math runs in fp32 under autocast, as the LRA-lite code
+    does); float64 stays float64 so the reference-vs-fast tests can run in double precision."""
+    return tuple(t.to(torch.promote_types(t.dtype, torch.float32)) for t in tensors)

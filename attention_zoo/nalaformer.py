@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from attention_zoo.base import check_inputs
+from attention_zoo.base import at_least_fp32, check_inputs
 from attention_zoo.registry import register
 from attention_zoo.rope import apply_rope
 
@@ -114,7 +114,7 @@ class NaLaAttention(nn.Module):
         v = v * mask[..., None].to(v.dtype)
         heads = [rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)]
         with torch.autocast(x.device.type, enabled=False):  # the released kernel runs in float32
-            qh, kh, vh = (t.float() for t in heads)
+            qh, kh, vh = at_least_fp32(*heads)
             phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts)
             kernel = nala_reference if self.impl == "reference" else nala_linear
             out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps)

@@ -56,8 +56,10 @@ def _import_target(path: str) -> type[nn.Module]:
 def build_attention(cfg: dict[str, Any], dim: int, num_heads: int, max_len: int) -> nn.Module:
     """Build the attention named by ``cfg['name']`` (or the class at ``cfg['_target_']``).
 
-    The remaining keys of ``cfg`` are passed as keyword arguments; a key the class does not take is an error
-    that names it, so a typo in a config override cannot pass silently.
+    The remaining keys of ``cfg`` are passed as keyword arguments; a key a registered class does not take is an
+    error that names it, so a typo in a config override cannot pass silently. A ``_target_`` class from another
+    package gets only the keys its ``__init__`` takes: the other keys are the defaults of whichever registered
+    attention the command line started from.
     """
     cfg = dict(cfg)
     target = cfg.pop("_target_", None)
@@ -69,7 +71,7 @@ def build_attention(cfg: dict[str, Any], dim: int, num_heads: int, max_len: int)
         unknown = sorted(set(kwargs) - set(params))
         # dim/num_heads/max_len are offered to every class; a class may ignore the ones it has no use for.
         unknown_user = [k for k in unknown if k not in {"dim", "num_heads", "max_len"}]
-        if unknown_user:
+        if unknown_user and not target:
             allowed = sorted(set(params) - {"self", "dim", "num_heads", "max_len"})
             raise ValueError(
                 f"attention '{name or target}' has no option {', '.join(unknown_user)}; "

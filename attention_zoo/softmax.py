@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from attention_zoo.base import MultiHeadAttention
+from attention_zoo.base import MultiHeadAttention, at_least_fp32
 from attention_zoo.registry import register
 
 
@@ -36,5 +36,5 @@ class SoftmaxAttention(MultiHeadAttention):
         p = self.dropout if self.training else 0.0
         if self.use_reference:
             with torch.autocast(q.device.type, enabled=False):
-                return softmax_reference(q.float(), k.float(), v.float(), mask, p).to(v.dtype)
+                return softmax_reference(*at_least_fp32(q, k, v), mask, p).to(v.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=p)
