@@ -1,0 +1,140 @@
+"""NaLaFormer against shared/specs/nalaformer.md: the kernel's linear form equals its N x N reference, and the
+properties the paper claims for the feature maps hold."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from attention_zoo.nalaformer import NaLaAttention, nala_feature_maps, nala_linear, nala_reference
+from attention_zoo.rope import apply_rope
+
+
+def qkv(b, h, n, d, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, n, d, generator=g, dtype=dtype) for _ in range(3)]
+
+
+def padding_mask(b, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(1, n + 1, (b,), generator=g)
+    lengths[0] = n
+    return torch.arange(n)[None] < lengths[:, None]
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 2, 17, 8), (3, 4, 64, 16), (2, 1, 129, 32)])
+@pytest.mark.parametrize("rope", [True, False])
+@pytest.mark.parametrize("sign_split", [True, False])
+def test_linear_form_equals_reference_float64(shape, rope, sign_split):
+    q, k, v = qkv(*shape)
+    mask = padding_mask(shape[0], shape[2])
+    pq, pk = nala_feature_maps(q, k, sign_split=sign_split)
+    ref, fast = nala_reference(pq, pk, v, mask, rope=rope), nala_linear(pq, pk, v, mask, rope=rope)
+    valid = mask[:, None, :, None].expand_as(ref)
+    rel = ((ref - fast)[valid].abs().max() / ref[valid].abs().max()).item()
+    assert rel < 1e-12
+
+
+def test_linear_form_equals_reference_float32():
+    q, k, v = qkv(2, 2, 256, 32, dtype=torch.float32)
+    mask = padding_mask(2, 256)
+    pq, pk = nala_feature_maps(q, k)
+    ref, fast = nala_reference(pq, pk, v, mask), nala_linear(pq, pk, v, mask)
+    valid = mask[:, None, :, None].expand_as(ref)
+    assert ((ref - fast)[valid].abs().max() / ref[valid].abs().max()).item() < 1e-5
+
+
+def test_reference_is_the_spec_formula_written_out():
+    """w_ij = <R phi_q_i, R phi_k_j> / (N (phi_q_i . mean_j phi_k_j + 1e-6)), computed with explicit loops."""
+    q, k, v = qkv(1, 1, 6, 4)
+    mask = torch.ones(1, 6, dtype=torch.bool)
+    out = nala_reference(*nala_feature_maps(q, k), v, mask)[0, 0]
+    q, k, v = q[0, 0], k[0, 0], v[0, 0]
+    k3 = k**3
+    phi_k = torch.cat([k3.clamp(min=0), (-k3).clamp(min=0)], -1)
+    rk = apply_rope(phi_k)
+    for i in range(6):
+        n = q[i].norm()
+        p = 3 * (0.5 + math.tanh(n))
+        phi_q = torch.cat([(q[i].clamp(min=0) / n) ** p, ((-q[i]).clamp(min=0) / n) ** p])
+        rq = apply_rope(torch.stack([phi_q] * 6))[i]  # rotation by position i
+        denom = phi_q @ phi_k.mean(0) + 1e-6
+        expected = sum((rq @ rk[j]) / 6 / denom * v[j] for j in range(6))
+        torch.testing.assert_close(out[i], expected, rtol=1e-12, atol=1e-12)
+
+
+def test_weights_sum_to_one_without_rope():
+    q, k, _ = qkv(2, 2, 33, 8)
+    mask = padding_mask(2, 33)
+    ones = torch.ones(2, 2, 33, 8, dtype=torch.float64)
+    out = nala_linear(*nala_feature_maps(q, k), ones, mask, rope=False, denom_eps=0.0)
+    torch.testing.assert_close(out, ones)
+
+
+def weights(q, k, **opts):
+    pq, pk = nala_feature_maps(q, k, **opts)
+    w = pq @ pk.transpose(-1, -2)
+    return w / w.sum(-1, keepdim=True)
+
+
+def entropy(w):
+    return -(w * w.clamp_min(1e-30).log()).sum(-1)
+
+
+def test_larger_query_norm_gives_spikier_weights():
+    """The paper's point: norm-aware power restores softmax-like sharpening as |q| grows; a fixed power does not
+    (the direction q/|q| and hence the weights are then independent of |q|)."""
+    q, k, _ = qkv(1, 1, 64, 16)
+    q = q / q.norm(dim=-1, keepdim=True)
+    e_small, e_large = entropy(weights(0.1 * q, k)), entropy(weights(3.0 * q, k))
+    assert (e_large < e_small).all()
+    fixed = dict(norm_aware=False)
+    torch.testing.assert_close(weights(0.1 * q, k, **fixed), weights(3.0 * q, k, **fixed))
+
+
+def test_power_range_and_zero_query():
+    q = torch.zeros(1, 1, 3, 4, dtype=torch.float64)
+    q[0, 0, 1, 0] = 100.0
+    q[0, 0, 2, :2] = 50.0  # direction (1/sqrt 2, 1/sqrt 2), |q| large: p -> 4.5
+    k = torch.randn(1, 1, 3, 4, dtype=torch.float64)
+    pq, pk = nala_feature_maps(q, k)
+    assert torch.isfinite(pq).all() and pq[0, 0, 0].abs().sum() == 0  # all-zero query: features 0, not 0/0
+    # |q| -> inf: p -> 4.5 and the positive direction is (1, 0, 0, 0)
+    assert pq[0, 0, 1, 0] == 1.0 and pq[0, 0, 1, 1:].abs().sum() == 0
+    torch.testing.assert_close(pq[0, 0, 2, :2], torch.full((2,), 0.5**2.25, dtype=torch.float64))
+
+
+def test_opposite_signs_give_zero_weight_not_negative():
+    q = torch.tensor([[[[1.0, 2.0, 0.5, 1.0]]]], dtype=torch.float64)
+    k = -q.clone()
+    pq, pk = nala_feature_maps(q, k)
+    assert (pq @ pk.transpose(-1, -2)).item() == 0.0
+    assert (pq @ nala_feature_maps(q, q)[1].transpose(-1, -2)).item() > 0
+
+
+def test_rope_scores_depend_on_relative_position_only():
+    a, b = torch.randn(2, 16, dtype=torch.float64)
+    rot_a, rot_b = apply_rope(a.expand(12, 16)), apply_rope(b.expand(12, 16))
+    torch.testing.assert_close(rot_a[3] @ rot_b[5], rot_a[7] @ rot_b[9])
+    torch.testing.assert_close(rot_a[4].norm(), a.norm())
+
+
+@pytest.mark.parametrize("switch", ["rope", "lepe", "gate", "norm_aware", "sign_split"])
+def test_ablation_switches_change_the_output(switch):
+    torch.manual_seed(0)
+    on = NaLaAttention(32, 4).double().eval()
+    off = NaLaAttention(32, 4, **{switch: False}).double().eval()
+    off.load_state_dict(on.state_dict(), strict=False)
+    x = torch.randn(2, 20, 32, dtype=torch.float64)
+    assert not torch.allclose(on(x), off(x))
+    if switch == "lepe":
+        assert off.lepe is None and sum(p.numel() for p in off.parameters()) < sum(p.numel() for p in on.parameters())
+
+
+def test_block_structure_matches_released_module():
+    attn = NaLaAttention(64, 2)
+    assert attn.qkvg.out_features == 4 * 64
+    assert attn.lepe.kernel_size == (5,) and attn.lepe.groups == 64
+    assert isinstance(attn.norm, torch.nn.LayerNorm)
