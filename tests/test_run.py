@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import run
+from attention_zoo import available
 from lra.callbacks import ThroughputMonitor
 from lra.results import REQUIRED_FIELDS, read_rows
 from tests.conftest import run_cli
@@ -101,3 +102,11 @@ def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
     assert row["resumed_from_step"] == 10 and row["steps"] == 20
     again = run.train(cfg)  # finished runs leave no last.ckpt: the same command starts afresh
     assert again["resumed_from_step"] is None
+
+
+@pytest.mark.parametrize("attention", available())
+def test_every_registered_attention_trains_through_run_py(cfg_factory, attention):
+    cfg = cfg_factory("experiment=smoke", f"attention={attention}", "trainer.max_steps=4",
+                      "trainer.val_check_interval=2")
+    row = run.train(cfg)
+    assert row["status"] == "ok" and row["attention"] == attention and row["steps"] == 4
