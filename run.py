@@ -44,7 +44,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     L.seed_everything(cfg.seed, workers=True)
 
     # data
-    data = LRADataModule(task, cfg.data_dir, task["batch_size"], seed=cfg.seed, num_workers=cfg.num_workers)
+    data = LRADataModule(task, cfg.data_dir, task["batch_size"], seed=cfg.seed, num_workers=cfg.num_workers,
+                         cache_dir=cfg.cache_dir)
     splits = data.prepare()
     row["data_source"] = splits.source
     row["data"] = "synthetic" if splits.source == "synthetic" else "real"
@@ -111,7 +112,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Everything known before training; the same config always gives the same run_id (checkpoint folder)."""
     identity = {k: v for k, v in config.items() if k not in {"results_dir", "checkpoint_dir", "resume",
-                                                              "num_workers", "data_dir"}}
+                                                              "num_workers", "data_dir", "cache_dir"}}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     task, attention = config["task"]["name"], config["attention"].get("_target_") or config["attention"]["name"]
     return {

@@ -51,7 +51,7 @@ class Encoder(nn.Module):
             raise ValueError(f"model.pooling={pooling!r} is not one of mean, cls")
         if pos_emb not in {"learned", "sinusoidal", "none"}:
             raise ValueError(f"model.pos_emb={pos_emb!r} is not one of learned, sinusoidal, none")
-        self.pooling, self.mean_over_padding = pooling, mean_over_padding
+        self.pooling, self.mean_over_padding, self.max_len = pooling, mean_over_padding, max_len
         seq_len = max_len + (pooling == "cls")
         self.embed = nn.Embedding(vocab_size, dim)
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -81,8 +81,9 @@ class Encoder(nn.Module):
         if self.cls is not None:
             return x[:, 0]
         x = x * mask[..., None]
-        # The lite protocol divides by the padded length (padding counts as zeros); the default is a masked mean.
-        denom = x.shape[1] if self.mean_over_padding else mask.sum(1, keepdim=True).clamp_min(1)
+        # The lite protocol divides by the configured padded length (padding counts as zeros), whatever padding
+        # the batch was trimmed to; the default is a masked mean.
+        denom = self.max_len if self.mean_over_padding else mask.sum(1, keepdim=True).clamp_min(1)
         return x.sum(1) / denom
 
 

@@ -1,30 +1,95 @@
-"""One LightningDataModule for every task: the task loader supplies arrays, this serves batches."""
+"""One LightningDataModule for every task: the task loader supplies arrays, this serves batches.
+
+Batches are drawn by length: each training batch comes from a shuffled pool of ``50 x batch_size`` examples
+sorted by length, and trailing columns that are padding in every row of a batch are cut off. The attention
+contract (appending padding never changes valid outputs) makes this exact, and it saves the attention cost of
+padding on ListOps, Text and Retrieval, whose lengths vary widely.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from lra.data.tasks import Splits, load_splits
+from lra.data.tasks import Split, Splits, load_splits
+
+
+def valid_lengths(ids: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """Index after the last non-padding token of each example (max over documents for pairs)."""
+    out = np.empty(len(ids), dtype=np.int64)
+    for start in range(0, len(ids), chunk):
+        nz = np.asarray(ids[start : start + chunk]) != 0
+        nz = nz.reshape(len(nz), -1, nz.shape[-1]).any(axis=1)
+        out[start : start + chunk] = np.where(nz.any(-1), nz.shape[-1] - np.argmax(nz[:, ::-1], axis=-1), 1)
+    return out
+
+
+class SplitDataset(Dataset):
+    """Indexed by a list of example indices (one batch at a time), so memory-mapped arrays are read in one
+    gather instead of ``batch_size`` small reads."""
+
+    def __init__(self, split: Split):
+        self.ids, self.labels = split.ids, split.labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index = np.sort(np.asarray(index))
+        ids = np.asarray(self.ids[index])
+        nz = (ids != 0).reshape(len(ids), -1, ids.shape[-1]).any(axis=(0, 1))
+        keep = int(len(nz) - np.argmax(nz[::-1])) if nz.any() else 1
+        return torch.from_numpy(ids[..., :keep].astype(np.int64)), torch.from_numpy(np.asarray(self.labels[index]))
+
+
+class LengthGroupedBatches(Sampler[list[int]]):
+    """Shuffled batches of similar length (train) or batches in length order (eval)."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int, pool: int = 50):
+        self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = lengths, batch_size, shuffle, seed, pool
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if not self.shuffle:
+            order = np.argsort(self.lengths, kind="stable")
+            yield from (order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size))
+            return
+        rng = np.random.default_rng((self.seed, self.epoch))
+        self.epoch += 1
+        order, size = rng.permutation(len(self.lengths)), self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), size):
+            group = order[start : start + size]
+            group = group[np.argsort(self.lengths[group], kind="stable")]
+            batches += [group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield batches[b].tolist()
 
 
 class LRADataModule(L.LightningDataModule):
     def __init__(self, task: dict[str, Any], data_dir: str | Path, batch_size: int, seed: int = 0,
-                 num_workers: int = 0):
+                 num_workers: int = 0, cache_dir: str | Path | None = None):
         super().__init__()
-        self.task, self.data_dir, self.seed = task, data_dir, seed
+        self.task, self.data_dir, self.seed, self.cache_dir = task, data_dir, seed, cache_dir
         self.batch_size, self.num_workers = batch_size, num_workers
         self.splits: Splits | None = None
 
     def prepare(self) -> Splits:
         """Load once; called from ``setup`` and by ``run.py`` before training to record the data source."""
         if self.splits is None:
-            self.splits = load_splits(self.task, self.data_dir, self.seed)
+            self.splits = load_splits(self.task, self.data_dir, self.seed, self.cache_dir)
         return self.splits
 
     def setup(self, stage: str | None = None) -> None:
@@ -32,11 +97,13 @@ class LRADataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         s = self.prepare()[split]
-        data = TensorDataset(torch.from_numpy(s.ids), torch.from_numpy(s.labels))
-        gen = torch.Generator().manual_seed(self.seed)
-        return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, generator=gen,
-                          num_workers=self.num_workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=self.num_workers > 0)
+        if self.task.get("bucket_by_length", True):
+            lengths = valid_lengths(s.ids)
+        else:
+            lengths = np.zeros(len(s.labels), dtype=np.int64)  # stable sort keeps the file order
+        sampler = LengthGroupedBatches(lengths, self.batch_size, shuffle, self.seed)
+        return DataLoader(SplitDataset(s), sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -50,5 +117,5 @@ class LRADataModule(L.LightningDataModule):
     def majority_accuracy(self) -> float:
         """Test accuracy of always predicting the most frequent training label: the floor to beat."""
         s = self.prepare()
-        majority = np.bincount(s.train.labels).argmax()
-        return float((s.test.labels == majority).mean())
+        majority = np.bincount(np.asarray(s.train.labels)).argmax()
+        return float((np.asarray(s.test.labels) == majority).mean())

@@ -1,7 +1,8 @@
 """Per-task loaders: official files when ``source=files``, small generated stand-ins when ``source=synthetic``.
 
 ``source=auto`` uses the files if they exist and falls back to the stand-in otherwise (smoke tests). A row made
-from a stand-in records ``data: synthetic`` so it is never mistaken for a real result.
+from a stand-in records ``data: synthetic`` so it is never mistaken for a real result. Real files are tokenised
+once and cached (``lra.data.cache``); ids are stored as uint16 (every LRA vocabulary fits) and widened per batch.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ from typing import Any
 import numpy as np
 
 from lra import LRAError
-from lra.data import listops
+from lra.data import byte_text, cifar, listops
+from lra.data.cache import SPLITS, cached_arrays, fingerprint
+
+CACHE_VERSION = 1  # bump when a reader's output changes, so old cache entries are not reused
 
 
 @dataclass
 class Split:
-    ids: np.ndarray  # (n, L) int64, or (n, 2, L) for two-document tasks; 0 = padding
+    ids: np.ndarray  # (n, L), or (n, 2, L) for two-document tasks; 0 = padding
     labels: np.ndarray  # (n,) int64
 
 
@@ -29,52 +33,107 @@ class Splits:
     val: Split
     test: Split
     source: str  # "files:<path>" or "synthetic"
+    from_cache: bool = False
 
     def __getitem__(self, name: str) -> Split:
         return getattr(self, name)
 
 
-def load_splits(task: dict[str, Any], data_dir: str | Path, seed: int = 0) -> Splits:
+def load_splits(task: dict[str, Any], data_dir: str | Path, seed: int = 0, cache_dir: str | Path | None = None
+                ) -> Splits:
     name, source = task["name"], task.get("source", "files")
-    if name not in _FILE_LOADERS:
-        raise LRAError(f"unknown task {name!r}; available: {', '.join(sorted(_FILE_LOADERS))}")
+    if name not in READERS:
+        raise LRAError(f"unknown task {name!r}; available: {', '.join(sorted(READERS))}")
     if source not in {"files", "synthetic", "auto"}:
         raise LRAError(f"task.source={source!r} is not one of files, synthetic, auto")
-    root = Path(data_dir)
-    if source == "synthetic" or (source == "auto" and not _files_present(task, root)):
+    folder = Path(data_dir) / task["path"]
+    if source == "synthetic" or (source == "auto" and not folder.exists()):
         return synthetic_splits(task, seed)
-    return _FILE_LOADERS[name](task, root)
+    if not folder.exists():
+        raise LRAError(f"{name} data not found at {folder}: {HOW_TO_GET[name]}; see README, 'Data'")
+
+    def build() -> dict[str, np.ndarray]:
+        splits = READERS[name](task, folder)
+        out = {}
+        for s in SPLITS:
+            ids, labels = splits[s]
+            out[f"{s}_ids"], out[f"{s}_labels"] = compact(ids), np.asarray(labels, dtype=np.int64)
+        return out
+
+    if cache_dir is None:
+        arrays, hit = build(), False
+    else:
+        material = {"version": CACHE_VERSION, "task": {k: task.get(k) for k in DATA_KEYS},
+                    "folder": str(folder.resolve()), "fingerprint": fingerprint(folder)}
+        arrays, hit = cached_arrays(Path(cache_dir), name, material, build)
+    parts = {s: Split(arrays[f"{s}_ids"], arrays[f"{s}_labels"]) for s in SPLITS}
+    width = parts["train"].ids.shape[-1]
+    if width > task["max_len"]:
+        raise LRAError(f"{name} examples in {folder} are {width} tokens long but task.max_len={task['max_len']}; "
+                       f"set task.max_len={width} (images are not truncated)")
+    return Splits(**parts, source=f"files:{folder}", from_cache=hit)
 
 
-def _files_present(task: dict[str, Any], root: Path) -> bool:
-    return (root / task["path"]).exists()
+# The task keys that change the tokenised arrays (and so the cache key).
+DATA_KEYS = ("name", "path", "max_len", "seq_len", "mask_pixel_zero", "split_seed")
+
+
+def compact(ids: np.ndarray) -> np.ndarray:
+    if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.uint16).max):
+        raise LRAError(f"token ids must lie in 0..65535, found {ids.min()}..{ids.max()}")
+    return ids.astype(np.uint16)
+
+
+def pixel_tokens(pixels: np.ndarray, task: dict[str, Any]) -> np.ndarray:
+    """Pixel value = token id with 0 as padding (LRA and NYS/SKY mask black pixels), or value + 1 when
+    ``mask_pixel_zero`` is false so that black pixels are real tokens."""
+    pixels = np.asarray(pixels).astype(np.uint16, copy=False)  # uint16: Path-X as int64 would take 26 GB
+    return pixels if task.get("mask_pixel_zero", True) else pixels + 1
 
 
 # --- official files ------------------------------------------------------------------------------------------
 
-
-def _listops_files(task: dict[str, Any], root: Path) -> Splits:
-    folder = root / task["path"]
-    split = {s: Split(*listops.read_tsv(folder / f"basic_{s}.tsv", task["max_len"])) for s in ("train", "val", "test")}
-    return Splits(**split, source=f"files:{folder}")
+Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _not_yet(what: str) -> Callable[[dict[str, Any], Path], Splits]:
-    def load(task: dict[str, Any], root: Path) -> Splits:
-        raise LRAError(
-            f"{task['name']} data not found at {root / task['path']} ({what}); see README, 'Data'. "
-            f"For a smoke run without data use task.source=synthetic"
-        )
-
-    return load
+def _listops(task: dict[str, Any], folder: Path) -> Arrays:
+    return {s: listops.read_tsv(folder / f"basic_{s}.tsv", task["max_len"]) for s in SPLITS}
 
 
-_FILE_LOADERS: dict[str, Callable[[dict[str, Any], Path], Splits]] = {
-    "listops": _listops_files,
-    "text": _not_yet("aclImdb/{train,test}/{pos,neg}/*.txt"),
-    "retrieval": _not_yet("tsv_data/new_aan_pairs.{train,eval,test}.tsv"),
-    "image": _not_yet("cifar-10-batches-py/"),
-    "pathfinder": _not_yet("pathfinder32/curv_contour_length_14/{imgs,metadata}"),
+def _text(task: dict[str, Any], folder: Path) -> Arrays:
+    raw = byte_text.read_imdb(folder)
+    enc = {s: (byte_text.encode_bytes(t, task["seq_len"], task["max_len"]), y) for s, (t, y) in raw.items()}
+    return {"train": enc["train"], "val": enc["test"], "test": enc["test"]}  # LRA validates on the test set
+
+
+def _retrieval(task: dict[str, Any], folder: Path) -> Arrays:
+    return {s: byte_text.read_aan(folder / f"new_aan_pairs.{f}.tsv", task["seq_len"], task["max_len"])
+            for s, f in byte_text.AAN_SPLITS.items()}
+
+
+def _image(task: dict[str, Any], folder: Path) -> Arrays:
+    return {s: (pixel_tokens(x, task), y) for s, (x, y) in cifar.read_cifar(folder).items()}
+
+
+def _pathfinder(task: dict[str, Any], folder: Path) -> Arrays:
+    from lra.data import pathfinder
+
+    splits = pathfinder.read_pathfinder(folder, max_len=task["max_len"], split_seed=task.get("split_seed", 42),
+                                        dtype=np.uint8)
+    return {s: (pixel_tokens(x, task), y) for s, (x, y) in splits.items()}
+
+
+READERS: dict[str, Callable[[dict[str, Any], Path], Arrays]] = {
+    "listops": _listops, "text": _text, "retrieval": _retrieval, "image": _image, "pathfinder": _pathfinder,
+}
+HOW_TO_GET = {
+    "listops": "generate it with `python -m lra.data listops --out DIR` and pass data_dir=DIR, or point data_dir "
+               "at your lra_release/lra_release folder",
+    "text": byte_text.IMDB_HELP,
+    "retrieval": byte_text.AAN_HELP,
+    "image": cifar.CIFAR_HELP,
+    "pathfinder": "generate it with `python -m lra.data pathfinder --out DIR` and pass data_dir=DIR, or point "
+                  "data_dir at your lra_release/lra_release folder",
 }
 
 
@@ -93,9 +152,8 @@ def synthetic_splits(task: dict[str, Any], seed: int) -> Splits:
             max_depth=int(syn.get("max_depth", 4)), min_length=int(syn.get("min_length", 1)),
             max_length=min(max_len, int(syn.get("max_length", max_len))), seed=seed,
         )
-        rows = listops.generate(cfg)
         out = {}
-        for s, items in rows.items():
+        for s, items in listops.generate(cfg).items():
             ids = np.zeros((len(items), max_len), dtype=np.int64)
             for i, (src, _) in enumerate(items):
                 toks = listops.tokenize(src)[:max_len]

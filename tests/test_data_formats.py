@@ -1,0 +1,206 @@
+"""Readers on small files in each official format, the cache, length-aware batching, and each task end to
+end on files."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+import run
+from lra import LRAError
+from lra.data import byte_text, cifar
+from lra.data.datamodule import LengthGroupedBatches, LRADataModule, SplitDataset, valid_lengths
+from lra.data.tasks import Split, load_splits
+from tests.data_files import REVIEWS, write_aan, write_aclimdb, write_cifar
+
+
+def test_byte_encoding_is_utf8_bytes_plus_one():
+    ids = byte_text.encode_bytes(["caf\u00e9", "abcdef"], seq_len=4, max_len=6)
+    assert ids.tolist() == [[100, 98, 103, 0xC3 + 1, 0, 0], [98, 99, 100, 101, 0, 0]]
+
+
+def test_aclimdb_tree(tmp_path):
+    raw = byte_text.read_imdb(write_aclimdb(tmp_path, copies=1))
+    texts, labels = raw["train"]
+    assert len(texts) == 4 and sorted(labels.tolist()) == [0, 0, 1, 1]
+    assert set(REVIEWS[("train", "pos")]) <= {t.rsplit(" #", 1)[0] for t, y in zip(texts, labels) if y == 1}
+
+
+@pytest.mark.parametrize("layout", ["save_to_disk", "parquet"])
+def test_imdb_hugging_face_copy(tmp_path, layout):
+    import datasets
+
+    dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": ["good", "bad", "fine"], "label": [1, 0, 1]})
+                               for s in ("train", "test")})
+    folder = tmp_path / "imdb"
+    if layout == "save_to_disk":
+        dd.save_to_disk(str(folder))
+    else:
+        folder.mkdir()
+        for s, d in dd.items():
+            d.to_parquet(str(folder / f"{s}-00000-of-00001.parquet"))
+    raw = byte_text.read_imdb(folder)
+    assert raw["test"][0] == ["good", "bad", "fine"] and raw["test"][1].tolist() == [1, 0, 1]
+
+
+def test_aan_reader(tmp_path):
+    folder = write_aan(tmp_path, rows=6)
+    ids, labels = byte_text.read_aan(folder / "new_aan_pairs.train.tsv", seq_len=10, max_len=16)
+    assert ids.shape == (6, 2, 16) and labels.tolist() == [0, 1, 0, 1, 0, 1]
+    assert (ids[:, :, 10:] == 0).all() and (ids[:, :, :10] > 0).all()
+    first_doc = (folder / "new_aan_pairs.train.tsv").read_text().split("\n")[0].split("\t")[3]
+    assert ids[0, 0, :10].tolist() == [b + 1 for b in first_doc.encode()[:10]]
+
+
+@pytest.mark.parametrize("line, message", [
+    ("1.0\ta\tb\tonly four", "expected 5 tab-separated columns"),
+    ("yes\ta\tb\tx\ty", "is not a number"),
+    ("2\ta\tb\tx\ty", "label 2 is not 0 or 1"),
+])
+def test_aan_bad_lines_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "new_aan_pairs.train.tsv"
+    path.write_text("0\ta\tb\tx\ty\n" + line + "\n")
+    with pytest.raises(LRAError, match=f"{path}:2: .*{message}"):
+        byte_text.read_aan(path, 8, 8)
+
+
+def test_cifar_batches_to_gray(tmp_path):
+    folder = write_cifar(tmp_path, per_batch=10)
+    splits = cifar.read_cifar(folder)
+    assert [len(splits[s][0]) for s in ("train", "val", "test")] == [45, 5, 10]
+    with (folder / "data_batch_1").open("rb") as f:
+        batch = pickle.load(f, encoding="bytes")
+    rgb = batch[b"data"][0].reshape(3, 32, 32).astype(float)
+    expected = np.rint(0.2989 * rgb[0] + 0.5870 * rgb[1] + 0.1140 * rgb[2]).reshape(-1)
+    assert splits["train"][0][0].tolist() == expected.astype(int).tolist()
+    assert splits["train"][1][0] == batch[b"labels"][0]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, r"must be \(n, 3072\)"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "label 10, outside 0..9"),
+    ({b"pixels": 1}, "is not a CIFAR-10 python batch"),
+])
+def test_cifar_bad_batches(tmp_path, change, message):
+    folder = write_cifar(tmp_path, per_batch=4)
+    with (folder / "data_batch_3").open("wb") as f:
+        pickle.dump(change, f)
+    with pytest.raises(LRAError, match=message) as err:
+        cifar.read_cifar(folder)
+    assert "data_batch_3" in str(err.value)
+
+
+@pytest.mark.parametrize("task", ["text", "retrieval", "image", "listops"])
+def test_missing_data_names_path_and_how_to_get_it(tmp_path, task, cfg_factory):
+    cfg = cfg_factory(f"task={task}")
+    with pytest.raises(LRAError, match=f"data not found at {tmp_path / 'data'}"):
+        load_splits(dict(cfg.task), cfg.data_dir)
+
+
+def _task(cfg_factory, *over):
+    cfg = cfg_factory("experiment=smoke", "task.source=files", *over)
+    return cfg, dict(cfg.task)
+
+
+def test_image_longer_than_max_len_is_a_clear_error(tmp_path, cfg_factory):
+    write_cifar(tmp_path / "data", per_batch=4)
+    cfg, task = _task(cfg_factory, "task=image")
+    with pytest.raises(LRAError, match="set task.max_len=1024"):
+        load_splits(task, cfg.data_dir)
+
+
+def test_cache_hit_corruption_and_invalidation(tmp_path, cfg_factory, caplog):
+    write_aan(tmp_path / "data", rows=12)
+    cfg, task = _task(cfg_factory, "task=retrieval")
+    first = load_splits(task, cfg.data_dir, cache_dir=cfg.cache_dir)
+    second = load_splits(task, cfg.data_dir, cache_dir=cfg.cache_dir)
+    assert not first.from_cache and second.from_cache
+    np.testing.assert_array_equal(np.asarray(second.train.ids), first.train.ids)
+    entry = next(p for p in (tmp_path / "data" / ".cache").iterdir())
+    # corrupt one array: detected by its CRC, rebuilt
+    f = entry / "train_ids.npy"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        third = load_splits(task, cfg.data_dir, cache_dir=cfg.cache_dir)
+    assert not third.from_cache and "damaged" in caplog.text
+    np.testing.assert_array_equal(np.asarray(third.train.ids), first.train.ids)
+    # a partial entry (no meta.json) is rebuilt
+    (entry / "meta.json").unlink()
+    assert not load_splits(task, cfg.data_dir, cache_dir=cfg.cache_dir).from_cache
+    # changed source files or a changed data option give a new entry
+    write_aan(tmp_path / "data", rows=14, seed=1)
+    fourth = load_splits(task, cfg.data_dir, cache_dir=cfg.cache_dir)
+    assert not fourth.from_cache and len(fourth.train.labels) == 14
+    assert not load_splits({**task, "seq_len": 7}, cfg.data_dir, cache_dir=cfg.cache_dir).from_cache
+
+
+def test_length_grouped_batches_cover_each_example_once_and_trim_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 50, size=203)
+    ids = np.zeros((203, 64), dtype=np.uint16)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = rng.integers(1, 9, size=n)
+    assert valid_lengths(ids).tolist() == lengths.tolist()
+    sampler = LengthGroupedBatches(lengths, batch_size=16, shuffle=True, seed=0, pool=4)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler)
+    assert [len(b) for b in list(sampler)] != [len(b) for b in batches] or list(sampler) != batches  # reshuffled
+    ds = SplitDataset(Split(ids, np.arange(203)))
+    spread = [lengths[b].max() - lengths[b].min() for b in batches]
+    assert np.mean(spread) < 0.5 * (lengths.max() - lengths.min())  # grouped by length
+    x, y = ds[batches[0]]
+    assert x.dtype == torch.int64 and x.shape[1] == lengths[sorted(batches[0])].max()
+    assert sorted(y.tolist()) == sorted(batches[0])
+
+
+def test_trimmed_batches_give_the_same_logits(cfg_factory):
+    """The model sees batches cut to their longest row; that must equal the full padded batch."""
+    from lra.module import LRAClassifier
+
+    for pooling, over_padding in (("mean", False), ("mean", True), ("cls", False)):
+        cfg = cfg_factory("experiment=smoke", f"model.pooling={pooling}", f"model.mean_over_padding={over_padding}",
+                          "attention=nalaformer")
+        net = {k: v for k, v in dict(cfg.model).items() if k != "optim"}
+        net.update(vocab_size=32, max_len=64, dual=False, attention=dict(cfg.attention))
+        model = LRAClassifier(net, dict(cfg.model.optim), 10, 10).double().eval()
+        ids = torch.zeros(3, 64, dtype=torch.long)
+        ids[0, :40], ids[1, :7], ids[2, :23] = 3, 5, 7
+        ids[:, 1::3] = ids[:, 1::3] * (ids[:, 1::3] > 0) + (ids[:, 1::3] > 0) * 2
+        torch.testing.assert_close(model(ids[:, :40]), model(ids))
+
+
+@pytest.mark.parametrize("task, writer, length", [("text", write_aclimdb, 64), ("retrieval", write_aan, 64),
+                                                  ("image", write_cifar, 1024)])
+def test_task_end_to_end_on_official_format_files(tmp_path, cfg_factory, task, writer, length):
+    writer(tmp_path / "data")
+    cfg = cfg_factory("experiment=smoke", f"task={task}", "task.source=files", "trainer.max_steps=6",
+                      "trainer.val_check_interval=3", f"task.max_len={length}")
+    row = run.train(cfg)
+    assert row["status"] == "ok" and row["data"] == "real" and row["steps"] == 6
+    assert row["data_source"] == f"files:{tmp_path / 'data' / cfg.task.path}"
+    dm = LRADataModule(dict(cfg.task), cfg.data_dir, 4, cache_dir=cfg.cache_dir)
+    assert dm.prepare().from_cache  # the run filled the cache
+
+
+def test_cli_prepares_from_an_archive_and_explains_what_is_missing(tmp_path, capsys):
+    import tarfile
+
+    from lra.data.__main__ import main
+
+    assert main(["image", "--out", str(tmp_path / "root")]) == 2
+    err = capsys.readouterr().err
+    assert "nothing at" in err and "cifar-10-python.tar.gz" in err
+    write_cifar(tmp_path / "download", per_batch=4)
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "download" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    assert main(["image", "--out", str(tmp_path / "root"), "--from", str(archive)]) == 0
+    assert "train 18, val 2, test 4 examples" in capsys.readouterr().out
+    assert main(["image", "--out", str(tmp_path / "root")]) == 0
+    assert "loaded from cache" in capsys.readouterr().out
