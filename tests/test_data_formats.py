@@ -27,7 +27,8 @@ def test_aclimdb_tree(tmp_path):
     raw = byte_text.read_imdb(write_aclimdb(tmp_path, copies=1))
     texts, labels = raw["train"]
     assert len(texts) == 4 and sorted(labels.tolist()) == [0, 0, 1, 1]
-    assert set(REVIEWS[("train", "pos")]) <= {t.rsplit(" #", 1)[0] for t, y in zip(texts, labels) if y == 1}
+    positives = {t.rsplit(" #", 1)[0] for t, y in zip(texts, labels, strict=True) if y == 1}
+    assert set(REVIEWS[("train", "pos")]) <= positives
 
 
 @pytest.mark.parametrize("layout", ["save_to_disk", "parquet"])

@@ -105,3 +105,8 @@ def test_impossible_request_fails_clearly():
     with pytest.raises(LRAError, match="unique expressions"):
         listops.generate(listops.ListOpsConfig(num_train=500, num_val=0, num_test=0, max_depth=2, min_length=3,
                                                max_length=5))
+
+
+def test_parallel_generation_gives_the_same_files():
+    cfg = listops.ListOpsConfig(num_train=150, num_val=20, num_test=20, max_depth=5, min_length=10, max_length=120)
+    assert listops.generate(cfg, workers=2, chunk_size=40) == listops.generate(cfg, workers=1, chunk_size=40)

@@ -9,6 +9,7 @@ Then train with ``python run.py task=<task> data_dir=DIR``.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tarfile
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     lo.add_argument("--out", type=Path, required=True, help="data root (pass it to run.py as data_dir=)")
     for name in ("num_train", "num_val", "num_test", "max_depth", "max_args", "min_length", "max_length", "seed"):
         lo.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    lo.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
     pathfinder.add_arguments(sub.add_parser("pathfinder", help="generate Pathfinder / Path-X images"))
     for task in PREPARED:
         p = sub.add_parser(task, help=f"check, unpack (--from) and tokenise the {task} files under OUT")
@@ -86,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.task == "listops":
-            cfg = listops.ListOpsConfig(**{k: v for k, v in vars(args).items() if k not in {"task", "out"}})
+            cfg = listops.ListOpsConfig(**{k: v for k, v in vars(args).items() if k not in {"task", "out", "workers"}})
             start = time.perf_counter()
-            paths = listops.write_splits(args.out / "listops-1000", cfg)
+            paths = listops.write_splits(args.out / "listops-1000", cfg, workers=args.workers)
             took = time.perf_counter() - start
             total = cfg.num_train + cfg.num_val + cfg.num_test
             print(f"wrote {total} ListOps examples in {took:.1f}s: " + ", ".join(str(p) for p in paths.values()))

@@ -8,6 +8,7 @@ seed always writes the same files.
 from __future__ import annotations
 
 import csv
+import multiprocessing as mp
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,9 +56,17 @@ def generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int)
 
 
 def to_string(tree: object) -> str:
-    if isinstance(tree, tuple):
-        return f"( {to_string(tree[0])} {to_string(tree[1])} )"
-    return str(tree)
+    """The official serialisation: a pair ``(a, b)`` becomes ``( a b )``."""
+    out: list[str] = []
+    stack: list[object] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, tuple):
+            out.append("(")
+            stack += [")", node[1], node[0]]  # popped in the order a, b, ")"
+        else:
+            out.append(str(node))
+    return " ".join(out)
 
 
 def to_value(tree: object) -> int:
@@ -75,28 +84,57 @@ def to_value(tree: object) -> int:
         return min(values)
     if op == "[MAX":
         return max(values)
-    if op == "[MED":
-        return int(np.median(values))
+    if op == "[MED":  # int(np.median(values)): the mean of the two middle values, truncated
+        values.sort()
+        mid = len(values) // 2
+        return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) // 2
     return sum(values) % 10
 
 
-def generate(cfg: ListOpsConfig) -> dict[str, list[tuple[str, int]]]:
-    """Unique samples with ``min_length < length < max_length``, split train/val/test in generation order."""
-    rng = random.Random(cfg.seed)
-    total = cfg.num_train + cfg.num_val + cfg.num_test
-    samples: dict[str, int] = {}
-    attempts, max_attempts = 0, 200 * total + 10_000
-    while len(samples) < total:
-        attempts += 1
-        if attempts > max_attempts:
-            raise LRAError(
-                f"ListOps generator found only {len(samples)} of {total} unique expressions with "
-                f"{cfg.min_length} < length < {cfg.max_length} and max_depth={cfg.max_depth}: widen the length "
-                "range, raise max_depth or ask for fewer samples"
-            )
+def _chunk(args: tuple[ListOpsConfig, int, int]) -> list[tuple[str, int]]:
+    """``size`` accepted samples from the chunk's own random stream (so chunks can run in parallel)."""
+    cfg, index, size = args
+    rng = random.Random(cfg.seed * 1_000_003 + index)
+    out = []
+    for _ in range(50 * size + 1000):
         tree, length = generate_tree(rng, 1, cfg.max_depth, cfg.max_args)
         if cfg.min_length < length < cfg.max_length:
-            samples.setdefault(to_string(tree), to_value(tree))
+            out.append((to_string(tree), to_value(tree)))
+            if len(out) == size:
+                break
+    return out
+
+
+def generate(cfg: ListOpsConfig, workers: int = 1, chunk_size: int = 1000) -> dict[str, list[tuple[str, int]]]:
+    """Unique samples with ``min_length < length < max_length``, split train/val/test in generation order.
+
+    Samples come in chunks with their own seeds, merged in chunk order, so the result depends on the seed and
+    chunk size only, not on the number of workers."""
+    total = cfg.num_train + cfg.num_val + cfg.num_test
+    samples: dict[str, int] = {}
+    pool = mp.get_context("fork").Pool(workers) if workers > 1 else None
+    try:
+        index, max_chunks = 0, 3 * (total // chunk_size + 1) + 10
+        while len(samples) < total:
+            need = -(-(total - len(samples)) // chunk_size)
+            jobs = [(cfg, i, chunk_size) for i in range(index, index + need)]
+            index += need
+            chunks = pool.imap(_chunk, jobs) if pool else map(_chunk, jobs)
+            for chunk in chunks:
+                for source, label in chunk:
+                    if len(samples) < total:
+                        samples.setdefault(source, label)
+            if index > max_chunks:  # the space of expressions is too small for the request
+                break
+    finally:
+        if pool:
+            pool.close()
+    if len(samples) < total:
+        raise LRAError(
+            f"ListOps generator found only {len(samples)} of {total} unique expressions with "
+            f"{cfg.min_length} < length < {cfg.max_length} and max_depth={cfg.max_depth}: widen the length "
+            "range, raise max_depth or ask for fewer samples"
+        )
     items = list(samples.items())
     a, b = cfg.num_train, cfg.num_train + cfg.num_val
     return {"train": items[:a], "val": items[a:b], "test": items[b:]}
@@ -113,8 +151,8 @@ def write_tsv(path: Path, rows: list[tuple[str, int]]) -> None:
     tmp.replace(path)
 
 
-def write_splits(out_dir: Path, cfg: ListOpsConfig, task: str = "basic") -> dict[str, Path]:
-    splits = generate(cfg)
+def write_splits(out_dir: Path, cfg: ListOpsConfig, task: str = "basic", workers: int = 1) -> dict[str, Path]:
+    splits = generate(cfg, workers=workers)
     paths = {}
     for split, rows in splits.items():
         paths[split] = out_dir / f"{task}_{split}.tsv"
