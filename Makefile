@@ -31,7 +31,7 @@ demo: $(STAMP) $(DEMO_DATA)/listops-1000/basic_train.tsv
 	rm -f $(DEMO_RESULTS)/runs.jsonl
 	$(BIN)/python run.py -m experiment=demo attention=softmax,nalaformer seed=0,1 \
 	  data_dir=$(DEMO_DATA) results_dir=$(DEMO_RESULTS)
-	$(BIN)/python report.py --results $(DEMO_RESULTS) --out $(DEMO_RESULTS)/tables --check-majority
+	$(BIN)/python report.py --results $(DEMO_RESULTS) --check-majority
 
 test: $(STAMP)
 	$(BIN)/ruff check .

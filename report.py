@@ -1,92 +1,102 @@
-"""Aggregate ``runs.jsonl`` into the leaderboard: rows attention, columns tasks and their average.
+"""The report: our numbers beside the published LRA tables, the efficiency table, and figures.
 
-    python report.py                       # results/runs.jsonl -> results/tables/
-    python report.py --results results/demo --out results/demo/tables
+    python report.py                                   # results/ -> results/tables/, results/figures/
+    python report.py --protocol lra_lite --task listops,pathfinder --attention softmax,nalaformer
+    python report.py --results results/demo --check-majority
 
-Cells are ``mean ± std (n)`` of test accuracy (%) over seeds. Rows are grouped by protocol, and runs on
-synthetic stand-in data are reported apart from real ones, never averaged together.
+Inputs: run rows (``results/runs.jsonl``), published tables (``results/published/*.csv``) and benchmark rows
+(``results/bench/*.csv``). Outputs: ``leaderboard.{md,csv,tex}`` and ``efficiency.md`` under ``--tables``,
+PNG + PDF figures under ``--figures``. Runs on synthetic stand-in data get tables of their own, never averaged
+with real ones; a corrupt line in runs.jsonl is skipped with a warning naming it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from lra.results import read_rows
+from lra import figures
+from lra.leaderboard import (
+    board_latex,
+    board_long,
+    board_markdown,
+    build_boards,
+    efficiency_markdown,
+    load_bench,
+    load_published,
+    load_runs,
+)
 
-TASKS = ("listops", "text", "retrieval", "image", "pathfinder")
-MISSING = "—"
-
-
-def load_runs(results: Path) -> pd.DataFrame:
-    rows = read_rows(results)
-    cols = ["task", "attention", "seed", "protocol", "data", "status", "test_acc", "majority_acc"]
-    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
-    return df
-
-
-def leaderboard(runs: pd.DataFrame) -> pd.DataFrame:
-    """One table per (protocol, data) group: mean/std/n of test accuracy in percent per attention x task."""
-    ok = runs[runs["status"] == "ok"].dropna(subset=["test_acc"])
-    if ok.empty:
-        return pd.DataFrame()
-    ok = ok.assign(acc=ok["test_acc"] * 100)
-    stats = ok.groupby(["protocol", "data", "attention", "task"])["acc"].agg(["mean", "std", "count"])
-    return stats.reset_index()
+ROOT = Path(__file__).resolve().parent
 
 
-def format_table(stats: pd.DataFrame) -> pd.DataFrame:
-    """Wide table: attention rows, task columns (in LRA order, only tasks that have runs) and Avg."""
-    tasks = [t for t in TASKS if t in set(stats["task"])] + sorted(set(stats["task"]) - set(TASKS))
-    table = {}
-    for attention, group in stats.groupby("attention"):
-        cells, means = {}, {}
-        for _, r in group.iterrows():
-            std = 0.0 if pd.isna(r["std"]) else r["std"]
-            cells[r["task"]] = f"{r['mean']:.2f} ± {std:.2f} ({int(r['count'])})"
-            means[r["task"]] = r["mean"]
-        row = {t: cells.get(t, MISSING) for t in tasks}
-        # The average is only meaningful over the same task set for every row.
-        row["Avg"] = f"{sum(means.values()) / len(means):.2f}" if len(means) == len(tasks) else MISSING
-        table[attention] = row
-    df = pd.DataFrame.from_dict(table, orient="index")
-    df.index.name = "attention"
+def _csv_list(text: str | None) -> list[str] | None:
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def filter_rows(df: pd.DataFrame, **allowed: list[str] | None) -> pd.DataFrame:
+    for column, values in allowed.items():
+        if values and column in df.columns:
+            df = df[df[column].astype(str).isin(values)]
     return df
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, default=Path("results"), help="folder with runs.jsonl")
-    parser.add_argument("--out", type=Path, default=None, help="where tables go (default: RESULTS/tables)")
-    parser.add_argument("--check-majority", action="store_true",
-                        help="also say, per run, whether it beat the majority-class baseline")
-    args = parser.parse_args(argv)
-    out = args.out or args.results / "tables"
-    runs = load_runs(args.results)
-    if runs.empty:
-        print(f"no runs in {args.results}/runs.jsonl; run `python run.py ...` first", file=sys.stderr)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", type=Path, default=ROOT / "results", help="folder with runs.jsonl")
+    p.add_argument("--published", type=Path, default=ROOT / "results" / "published")
+    p.add_argument("--bench", type=Path, default=None, help="folder of benchmark CSVs (default: RESULTS/bench)")
+    p.add_argument("--tables", "--out", dest="tables", type=Path, default=None, help="default: RESULTS/tables")
+    p.add_argument("--figures", type=Path, default=None, help="default: RESULTS/figures")
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--task", help="comma-separated tasks to keep")
+    p.add_argument("--attention", help="comma-separated attentions to keep")
+    p.add_argument("--protocol", help="comma-separated protocols to keep (lra_lite, lra_original, ...)")
+    p.add_argument("--device", help="comma-separated devices to keep (as recorded, e.g. 'NVIDIA H200', cpu)")
+    p.add_argument("--check-majority", action="store_true",
+                   help="say per run whether it beat the majority class; exit 1 if one did not")
+    args = p.parse_args(argv)
+    tables = args.tables or args.results / "tables"
+    figs = args.figures or args.results / "figures"
+    keep = dict(task=_csv_list(args.task), attention=_csv_list(args.attention), protocol=_csv_list(args.protocol),
+                device=_csv_list(args.device))
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = filter_rows(load_runs(args.results), **keep)
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    bench = filter_rows(load_bench(args.bench or args.results / "bench"), attention=keep["attention"],
+                        device=keep["device"])
+    if runs.empty and bench.empty:
+        print(f"no runs in {args.results}/runs.jsonl (after filters); run `python run.py ...` first", file=sys.stderr)
         return 1
-    stats = leaderboard(runs)
-    out.mkdir(parents=True, exist_ok=True)
-    md_parts, csv_parts = [], []
-    for (protocol, data), group in stats.groupby(["protocol", "data"]):
-        table = format_table(group)
-        title = f"Test accuracy (%), protocol `{protocol}`, {data} data: mean ± std (n seeds)"
-        md_parts.append(f"### {title}\n\n{table.to_markdown()}\n")
-        csv_parts.append(table.reset_index().assign(protocol=protocol, data=data))
-    failed = runs[runs["status"] != "ok"]
-    if not failed.empty:
-        lines = [f"- {r.task} / {r.attention} / seed {r.seed}: {r.status}" for r in failed.itertuples()]
-        md_parts.append("### Runs without a result\n\n" + "\n".join(lines) + "\n")
-    markdown = "\n".join(md_parts)
-    (out / "leaderboard.md").write_text(markdown)
-    if csv_parts:
-        pd.concat(csv_parts).to_csv(out / "leaderboard.csv", index=False)
+
+    if runs.empty:
+        print(f"no runs match in {args.results}/runs.jsonl; only the benchmark table is written", file=sys.stderr)
+    tables.mkdir(parents=True, exist_ok=True)
+    boards = build_boards(runs, load_published(args.published)) if not runs.empty else []
+    markdown = "\n".join(board_markdown(b) for b in boards)
+    (tables / "leaderboard.md").write_text(markdown)
+    (tables / "leaderboard.tex").write_text("\n".join(board_latex(b) for b in boards))
+    if boards:
+        pd.concat([board_long(b) for b in boards]).to_csv(tables / "leaderboard.csv", index=False)
     print(markdown)
-    print(f"wrote {out / 'leaderboard.md'} and {out / 'leaderboard.csv'}")
+    written = [tables / "leaderboard.md", tables / "leaderboard.csv", tables / "leaderboard.tex"]
+    if not bench.empty:
+        eff = "\n".join(efficiency_markdown(bench, mode) for mode in ("train", "infer"))
+        (tables / "efficiency.md").write_text(eff)
+        print(eff)
+        written.append(tables / "efficiency.md")
+    if not args.no_figures:
+        written += figures.accuracy_vs_speed(runs, bench, figs) + figures.scaling(bench, figs)
+        written += figures.seeds(runs, figs)
+    print("wrote " + ", ".join(str(w) for w in written if w.exists()))
+
     if args.check_majority:
         done = runs[(runs["status"] == "ok") & runs["test_acc"].notna()]
         beat = done["test_acc"] > done["majority_acc"]

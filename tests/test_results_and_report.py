@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 
-import pandas as pd
 import pytest
 
-import report
 from lra.results import REQUIRED_FIELDS, append_row, read_rows
 
 
@@ -56,34 +54,3 @@ def test_corrupt_line_is_skipped_with_its_line_number(tmp_path):
     assert [r["attention"] for r in rows] == ["a", "b"]
 
 
-def write_fixture(folder):
-    accs = {("softmax", "listops"): [0.36, 0.38, 0.37], ("softmax", "image"): [0.40, 0.42],
-            ("nalaformer", "listops"): [0.39, 0.41]}
-    for (attention, task), values in accs.items():
-        for seed, acc in enumerate(values):
-            append_row(folder, fixture_row(task=task, attention=attention, seed=seed, test_acc=acc))
-    append_row(folder, fixture_row(task="image", attention="nalaformer", status="failed"))
-    append_row(folder, fixture_row(task="listops", attention="softmax", data="synthetic", test_acc=0.9))
-
-
-def test_leaderboard_on_fixture_rows(tmp_path, capsys):
-    write_fixture(tmp_path)
-    assert report.main(["--results", str(tmp_path), "--out", str(tmp_path / "t")]) == 0
-    md = (tmp_path / "t" / "leaderboard.md").read_text()
-    csv = pd.read_csv(tmp_path / "t" / "leaderboard.csv")
-    real = csv[csv["data"] == "real"].set_index("attention")
-    assert real.loc["softmax", "listops"] == "37.00 ± 1.00 (3)"
-    assert real.loc["softmax", "image"] == "41.00 ± 1.41 (2)"
-    assert real.loc["softmax", "Avg"] == "39.00"
-    assert real.loc["nalaformer", "listops"] == "40.00 ± 1.41 (2)"
-    assert real.loc["nalaformer", "image"] == "—" and real.loc["nalaformer", "Avg"] == "—"
-    # synthetic rows form their own table, never mixed into the real one
-    syn = csv[csv["data"] == "synthetic"].set_index("attention")
-    assert syn.loc["softmax", "listops"] == "90.00 ± 0.00 (1)"
-    assert "image / nalaformer / seed 0: failed" in md
-    assert "37.00 ± 1.00 (3)" in capsys.readouterr().out
-
-
-def test_check_majority_fails_when_a_run_does_not_beat_it(tmp_path):
-    append_row(tmp_path, fixture_row(task="listops", attention="a", test_acc=0.05))
-    assert report.main(["--results", str(tmp_path), "--check-majority"]) == 1

@@ -14,7 +14,7 @@ from lra.results import REQUIRED_FIELDS, read_rows
 from tests.conftest import run_cli
 
 
-@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder"])
+@pytest.mark.parametrize("task", ["listops", "text", "retrieval", "image", "pathfinder", "pathx"])
 def test_smoke_run_of_every_task_appends_a_complete_row(cfg_factory, task):
     cfg = cfg_factory(f"task={task}", "experiment=smoke", "attention=softmax")
     row = run.train(cfg, overrides=[f"task={task}"])

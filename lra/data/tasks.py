@@ -125,6 +125,7 @@ def _pathfinder(task: dict[str, Any], folder: Path) -> Arrays:
 
 READERS: dict[str, Callable[[dict[str, Any], Path], Arrays]] = {
     "listops": _listops, "text": _text, "retrieval": _retrieval, "image": _image, "pathfinder": _pathfinder,
+    "pathx": _pathfinder,
 }
 HOW_TO_GET = {
     "listops": "generate it with `python -m lra.data listops --out DIR` and pass data_dir=DIR, or point data_dir "
@@ -134,6 +135,8 @@ HOW_TO_GET = {
     "image": cifar.CIFAR_HELP,
     "pathfinder": "generate it with `python -m lra.data pathfinder --out DIR` and pass data_dir=DIR, or point "
                   "data_dir at your lra_release/lra_release folder",
+    "pathx": "generate it with `python -m lra.data pathfinder --resolution 128 --out DIR` and pass data_dir=DIR, "
+             "or point data_dir at your lra_release/lra_release folder",
 }
 
 

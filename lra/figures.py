@@ -1,0 +1,113 @@
+"""Figures for the report: accuracy vs speed (LRA Figure 3), time and memory vs length, accuracy per seed.
+
+Each figure is written as PNG and PDF. Functions return the paths they wrote (none when there is no data).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from lra.leaderboard import TASKS  # noqa: E402
+
+
+def _save(fig, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    fig.savefig(paths[0], dpi=150, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def accuracy_vs_speed(runs: pd.DataFrame, bench: pd.DataFrame, out: Path, length: int = 4096) -> list[Path]:
+    """y: mean test accuracy over the tasks run; x: training speed relative to softmax (benchmark at ``length``
+    when there is one, else tokens/s of the runs); bubble area: peak memory. One figure per protocol."""
+    paths = []
+    ok = runs[(runs["status"] == "ok") & (runs["data"] == "real") & runs["test_acc"].notna()]
+    for protocol, group in ok.groupby("protocol"):
+        per_task = group.groupby(["attention", "task"])["test_acc"].mean().unstack()
+        acc = per_task.mean(axis=1) * 100
+        bench_n = bench[(bench["mode"] == "train") & (bench["seq_len"] == length) & (bench["status"] == "ok")]
+        if not bench_n.empty and "softmax" in set(bench_n["attention"]):
+            dev = bench_n[bench_n["device"] == bench_n["device"].iloc[0]].set_index("attention")
+            speed = dev["ms"].loc["softmax"] / dev["ms"]
+            memory = dev["peak_mem_mb"]
+            xlabel = f"speed vs softmax at N={length} ({dev['device'].iloc[0]} benchmark)"
+        else:
+            tput = group.groupby("attention")[["tokens_per_sec", "peak_mem_mb"]].mean()
+            ref = tput["tokens_per_sec"].get("softmax", tput["tokens_per_sec"].max())
+            speed, memory = tput["tokens_per_sec"] / ref, tput["peak_mem_mb"]
+            xlabel = "training tokens/s vs softmax (from the runs)"
+        names = [a for a in acc.index if a in speed.index]
+        if not names:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        mem = np.array([float(memory.get(a, np.nan)) for a in names])
+        sizes = 2000 * mem / np.nanmax(mem) if np.isfinite(mem).any() else np.full(len(names), 200.0)
+        ax.scatter([speed[a] for a in names], [acc[a] for a in names], s=sizes, alpha=0.5)
+        for a in names:
+            ax.annotate(a, (speed[a], acc[a]), ha="center", va="center", fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"mean test accuracy (%) over {', '.join(t for t in TASKS if t in per_task.columns)}")
+        ax.set_title(f"Accuracy vs speed, protocol {protocol} (bubble area = peak memory)")
+        ax.grid(alpha=0.3)
+        paths += _save(fig, out, f"accuracy_vs_speed_{_slug(str(protocol))}")
+    return paths
+
+
+def scaling(bench: pd.DataFrame, out: Path, mode: str = "train") -> list[Path]:
+    """Time and peak memory against sequence length, log-log, one line per attention, per device."""
+    paths = []
+    for device, dev in bench[(bench["mode"] == mode) & (bench["status"] == "ok")].groupby("device"):
+        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for attention, rows in dev.groupby("attention"):
+            rows = rows.sort_values("seq_len")
+            ax_t.plot(rows["seq_len"], rows["ms"], marker="o", label=attention)
+            ax_m.plot(rows["seq_len"], rows["peak_mem_mb"] / 1024, marker="o", label=attention)
+        for ax, label in ((ax_t, "ms per step"), (ax_m, "peak memory (GB)")):
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("sequence length N")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3, which="both")
+        ax_m.legend(fontsize=7, ncol=2)
+        what = "forward + backward" if mode == "train" else "forward"
+        fig.suptitle(f"{what} vs length on {device}")
+        paths += _save(fig, out, f"scaling_{mode}_{_slug(str(device))}")
+    return paths
+
+
+def seeds(runs: pd.DataFrame, out: Path) -> list[Path]:
+    """Test accuracy of every seed, one panel per task: the spread behind each mean ± std."""
+    ok = runs[(runs["status"] == "ok") & (runs["data"] == "real") & runs["test_acc"].notna()]
+    paths = []
+    for protocol, group in ok.groupby("protocol"):
+        tasks = [t for t in (*TASKS, "pathx") if t in set(group["task"])]
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.8), squeeze=False)
+        for ax, task in zip(axes[0], tasks, strict=True):
+            rows = group[group["task"] == task]
+            names = sorted(rows["attention"].unique())
+            rng = np.random.default_rng(0)
+            for i, a in enumerate(names):
+                acc = rows[rows["attention"] == a]["test_acc"].to_numpy() * 100
+                ax.scatter(i + rng.uniform(-0.12, 0.12, len(acc)), acc, s=18)
+                ax.hlines(acc.mean(), i - 0.25, i + 0.25, color="k", lw=1)
+            ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+            ax.set_title(task)
+            ax.grid(alpha=0.3, axis="y")
+        axes[0][0].set_ylabel("test accuracy (%)")
+        fig.suptitle(f"Accuracy per seed, protocol {protocol}")
+        paths += _save(fig, out, f"seeds_{_slug(str(protocol))}")
+    return paths

@@ -1,0 +1,274 @@
+"""Leaderboard tables from run rows and the published numbers in ``results/published/``.
+
+Accuracy: one table per (protocol, data) group; rows are attentions, columns the LRA tasks (Path-X when run)
+and their average; each cell is ``mean ± std (n)`` over seeds with the published value and the delta beside it.
+Efficiency: LRA Table 2's layout (steps/s and peak memory, each relative to softmax) from benchmark rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lra.results import read_rows
+
+TASKS = ("listops", "text", "retrieval", "image", "pathfinder")  # the LRA average is over these five
+EXTRA_TASKS = ("pathx",)
+MISSING = "—"
+# Which published table stands beside ours, per protocol, in order of preference (results/published/*.csv).
+REFERENCES = {
+    "lra_lite": ("skyformer_table1", "polaformer_lra", "nystromformer_lra"),
+    "lra_original": ("lra_paper_table1",),
+}
+RUN_COLUMNS = ["task", "attention", "seed", "protocol", "data", "status", "test_acc", "best_val_acc", "majority_acc",
+               "device", "steps_per_sec", "tokens_per_sec", "peak_mem_mb", "train_seconds"]
+
+
+def load_runs(path: Path) -> pd.DataFrame:
+    rows = read_rows(path)
+    return pd.DataFrame([{c: r.get(c) for c in RUN_COLUMNS} for r in rows], columns=RUN_COLUMNS)
+
+
+def load_published(folder: Path) -> pd.DataFrame:
+    """Long table: source, model, attention, protocol, task, value (NaN for FAIL), citation."""
+    frames = []
+    for csv in sorted(folder.glob("*.csv")):
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        if "protocol" not in df.columns:  # efficiency tables
+            continue
+        tasks = [t for t in (*TASKS, *EXTRA_TASKS) if t in df.columns]
+        long = df.melt(id_vars=["model", "attention", "protocol", "source"], value_vars=tasks, var_name="task",
+                       value_name="raw")
+        long["value"] = pd.to_numeric(long["raw"], errors="coerce")
+        long["table"] = csv.stem
+        frames.append(long.rename(columns={"source": "citation"}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def reference_for(published: pd.DataFrame, protocol: str, attention: str) -> pd.DataFrame:
+    """The published row for this attention from the most preferred table that has it (empty if none)."""
+    if published.empty:
+        return published
+    for table in REFERENCES.get(protocol, ()):
+        rows = published[(published["table"] == table) & (published["attention"] == attention)]
+        if not rows.empty:
+            first_model = rows["model"].iloc[0]
+            return rows[rows["model"] == first_model]
+    return published.iloc[0:0]
+
+
+@dataclass
+class Cell:
+    mean: float | None = None
+    std: float | None = None
+    n: int = 0
+    published: float | None = None
+    published_raw: str = ""
+    note: str = ""  # "failed (2)" etc. when no run finished
+    best: bool = False
+
+    @property
+    def delta(self) -> float | None:
+        if self.mean is None or self.published is None:
+            return None
+        return self.mean - self.published
+
+    def ours(self) -> str:
+        if self.mean is None:
+            return self.note or MISSING
+        return f"{self.mean:.2f} ± {self.std:.2f} ({self.n})"
+
+    def pub(self) -> str:
+        return f"{self.published:.2f}" if self.published is not None else (self.published_raw or MISSING)
+
+    def delta_text(self) -> str:
+        return MISSING if self.delta is None else f"{self.delta:+.2f}"
+
+
+@dataclass
+class Board:
+    protocol: str
+    data: str
+    tasks: list[str]
+    cells: dict[str, dict[str, Cell]]  # attention -> task (and "avg") -> cell
+    citations: list[str]
+    referenced: bool  # a published table exists for this protocol: pub and delta columns are shown
+
+
+def build_boards(runs: pd.DataFrame, published: pd.DataFrame) -> list[Board]:
+    boards = []
+    for (protocol, data), group in runs.groupby(["protocol", "data"], dropna=False, sort=True):
+        ran = set(group["task"])
+        referenced = protocol in REFERENCES and data == "real"
+        # A protocol with published numbers shows all five LRA tasks (gaps as "—"); others show what ran.
+        tasks = [t for t in TASKS if referenced or t in ran]
+        tasks += [t for t in EXTRA_TASKS if t in ran] + sorted(ran - set(TASKS) - set(EXTRA_TASKS))
+        cells: dict[str, dict[str, Cell]] = {}
+        citations: set[str] = set()
+        for attention, by_attention in group.groupby("attention", sort=True):
+            ref = reference_for(published, str(protocol), str(attention)) if data == "real" else published.iloc[0:0]
+            citations |= set(ref["citation"]) if not ref.empty else set()
+            row: dict[str, Cell] = {}
+            for task in tasks:
+                cell = Cell()
+                runs_t = by_attention[by_attention["task"] == task]
+                ok = runs_t[(runs_t["status"] == "ok") & runs_t["test_acc"].notna()]
+                if len(ok):
+                    acc = ok["test_acc"].astype(float) * 100
+                    cell.mean, cell.std, cell.n = acc.mean(), (acc.std() if len(acc) > 1 else 0.0), len(acc)
+                elif len(runs_t):
+                    counts = runs_t["status"].value_counts()
+                    cell.note = ", ".join(f"{s} ({c})" for s, c in counts.items())
+                pub = ref[ref["task"] == task] if not ref.empty else ref
+                if not pub.empty:
+                    value = pub["value"].iloc[0]
+                    cell.published = None if pd.isna(value) else float(value)
+                    cell.published_raw = str(pub["raw"].iloc[0])
+                row[task] = cell
+            five = [row.get(t, Cell()) for t in TASKS]
+            avg = Cell()
+            if all(c.mean is not None for c in five):
+                avg.mean = float(np.mean([c.mean for c in five]))
+                avg.std = float(np.mean([c.std for c in five]))  # mean of the per-task stds
+                avg.n = min(c.n for c in five)
+            if all(c.published is not None for c in five):
+                avg.published = float(np.mean([c.published for c in five]))
+            row["avg"] = avg
+            cells[str(attention)] = row
+        for col in [*tasks, "avg"]:
+            means = [r[col].mean for r in cells.values() if r[col].mean is not None]
+            if len(means) > 1:
+                best = max(means)
+                for r in cells.values():
+                    r[col].best = r[col].mean is not None and math.isclose(r[col].mean, best)
+        boards.append(Board(str(protocol), str(data), tasks, cells, sorted(citations), referenced))
+    return boards
+
+
+def _title(board: Board) -> str:
+    warn = " (stand-in data: not comparable with published numbers)" if board.data != "real" else ""
+    return f"Test accuracy (%), protocol `{board.protocol}`, {board.data} data{warn}"
+
+
+def board_markdown(board: Board) -> str:
+    cols = [*board.tasks, "avg"]
+    extra = ("pub", "Δ") if board.referenced else ()
+    header = ["attention"] + [h for c in cols for h in (("Avg" if c == "avg" else c), *extra)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--"] + ["--:"] * (len(header) - 1)) + "|"]
+    for attention, row in board.cells.items():
+        cells = [attention]
+        for c in cols:
+            ours = row[c].ours() if c != "avg" or row[c].mean is None else f"{row[c].mean:.2f}"
+            if c == "avg" and row[c].mean is None:
+                ours = MISSING
+            cells.append(f"**{ours}**" if row[c].best else ours)
+            if board.referenced:
+                cells += [row[c].pub(), row[c].delta_text()]
+        lines.append("| " + " | ".join(cells) + " |")
+    out = [f"### {_title(board)}", "", *lines, ""]
+    out.append("Cells: mean ± std (n seeds) of test accuracy; **bold** = best in column; "
+               + ("pub = published value for the same protocol; Δ = ours − pub; " if board.referenced else "")
+               + "— = no run or no published value; Avg over the five LRA tasks (Path-X excluded, as in the LRA "
+               "paper).")
+    if board.citations:
+        out.append("Published: " + "; ".join(board.citations) + ".")
+    return "\n".join(out) + "\n"
+
+
+def board_latex(board: Board) -> str:
+    """A booktabs tabular: ours (mean ± std) and, where published numbers exist, the published value."""
+    cols = [*board.tasks, "avg"]
+    per = 2 if board.referenced else 1
+
+    def tex(s: str) -> str:
+        return s.replace("±", r"$\pm$").replace("—", "--").replace("_", r"\_")
+
+    names = [("Avg" if c == "avg" else tex(c)) for c in cols]
+    head = [rf"\multicolumn{{2}}{{c}}{{{n}}}" for n in names] if board.referenced else names
+    lines = [r"\begin{tabular}{l" + "r" * (per * len(cols)) + "}", r"\toprule",
+             " & ".join(["Attention", *head]) + r" \\"]
+    if board.referenced:
+        lines.append(" & ".join([""] + ["ours", "pub"] * len(cols)) + r" \\")
+    lines.append(r"\midrule")
+    for attention, row in board.cells.items():
+        cells = [tex(attention)]
+        for c in cols:
+            cell = row[c]
+            if cell.mean is None:
+                ours = cell.note or MISSING
+            else:
+                ours = f"{cell.mean:.2f}" + (f" ± {cell.std:.2f}" if c != "avg" else "")
+            cells.append(rf"\textbf{{{tex(ours)}}}" if cell.best else tex(ours))
+            if board.referenced:
+                cells.append(tex(cell.pub()))
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return f"% {_title(board)}\n" + "\n".join(lines) + "\n"
+
+
+def board_long(board: Board) -> pd.DataFrame:
+    rows = []
+    for attention, row in board.cells.items():
+        for task, cell in row.items():
+            rows.append({"protocol": board.protocol, "data": board.data, "attention": attention, "task": task,
+                         "mean": cell.mean, "std": cell.std, "n": cell.n, "published": cell.published,
+                         "delta": cell.delta, "best": cell.best, "note": cell.note})
+    return pd.DataFrame(rows)
+
+
+# --- efficiency ----------------------------------------------------------------------------------------------
+
+BENCH_COLUMNS = ["device", "torch", "attention", "impl", "mode", "seq_len", "batch", "heads", "head_dim", "dtype",
+                 "ms", "peak_mem_mb", "status"]
+
+
+def load_bench(folder: Path) -> pd.DataFrame:
+    frames = [pd.read_csv(f) for f in sorted(folder.glob("*.csv"))] if folder.is_dir() else []
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=BENCH_COLUMNS)
+
+
+def _length_label(n: int) -> str:
+    return f"{n // 1024}K" if n % 1024 == 0 else str(n)
+
+
+def efficiency_markdown(bench: pd.DataFrame, mode: str = "train") -> str:
+    """Per device: steps/s (x softmax) and peak memory GB (x softmax) per attention and length; OOM as OOM."""
+    out = []
+    for device, dev in bench[bench["mode"] == mode].groupby("device", sort=True):
+        lengths = sorted(dev["seq_len"].unique())
+        base = dev[dev["attention"] == "softmax"].set_index("seq_len")
+        what = "forward + backward" if mode == "train" else "forward only"
+        speed_lines, mem_lines = [], []
+        header = "| attention | " + " | ".join(_length_label(n) for n in lengths) + " |"
+        rule = "|:--|" + "--:|" * len(lengths)
+        for attention, rows in dev.groupby("attention", sort=True):
+            rows = rows.set_index("seq_len")
+            speed, mem = [attention], [attention]
+            for n in lengths:
+                if n not in rows.index:
+                    speed.append(MISSING)
+                    mem.append(MISSING)
+                    continue
+                r = rows.loc[n]
+                if r["status"] != "ok":
+                    speed.append(str(r["status"]).upper())
+                    mem.append(str(r["status"]).upper())
+                    continue
+                b = base.loc[n] if n in base.index and base.loc[n]["status"] == "ok" else None
+                sps = 1000.0 / r["ms"]
+                speed.append(f"{sps:.1f}" + (f" ({b['ms'] / r['ms']:.1f}x)" if b is not None else ""))
+                gb = r["peak_mem_mb"] / 1024
+                mem.append(f"{gb:.2f}" + (f" ({r['peak_mem_mb'] / b['peak_mem_mb']:.2f}x)" if b is not None else ""))
+            speed_lines.append("| " + " | ".join(speed) + " |")
+            mem_lines.append("| " + " | ".join(mem) + " |")
+        cfg = dev.iloc[0]
+        setup = (f"{cfg['dtype']}, batch x heads chosen per length (see results/bench), head dim {cfg['head_dim']}, "
+                 f"torch {cfg['torch']}")
+        out += [f"### Speed, {what}: steps/s (× softmax) on {device}", "", header, rule, *speed_lines, "",
+                f"### Peak memory, {what}: GB (× softmax) on {device}", "", header, rule, *mem_lines, "",
+                f"Setup: {setup}. OOM = out of memory (a result, not a crash).", ""]
+    return "\n".join(out)
