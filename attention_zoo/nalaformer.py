@@ -16,6 +16,10 @@ LRA additions: padded keys are excluded from the state, the key mean and the ``N
 count of valid keys), and v is zeroed at padded positions before LePE, so appending padding never changes
 valid outputs. The query norm is clamped at ``eps`` so an all-zero query gives 0, not 0/0.
 
+Three implementations of the kernel: ``reference`` materialises the N x N weights; ``linear`` is the linear-time
+form through plain autograd (readable, memory-hungry in backward); ``fast`` (the default) is
+:mod:`attention_zoo.nala_fused`, the same math with a hand-written backward that recomputes the feature maps.
+
 ``rope``, ``lepe`` and ``gate`` switch parts of the block off; ``norm_aware=False`` uses the fixed power
 ``fixed_power`` and ``sign_split=False`` uses plain ``relu`` features: the paper's ablations.
 """
@@ -28,6 +32,7 @@ from einops import rearrange
 from torch import nn
 
 from attention_zoo.base import at_least_fp32, check_inputs
+from attention_zoo.nala_fused import nala_fused
 from attention_zoo.registry import register
 from attention_zoo.rope import apply_rope
 
@@ -96,8 +101,8 @@ class NaLaAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}; pick heads that divide it")
-        if impl not in {"auto", "fast", "reference"}:
-            raise ValueError(f"attention.impl={impl!r} is not one of auto, fast, reference")
+        if impl not in {"auto", "fast", "linear", "reference"}:
+            raise ValueError(f"attention.impl={impl!r} is not one of auto, fast, linear, reference")
         if lepe_kernel % 2 == 0:
             raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
@@ -113,11 +118,14 @@ class NaLaAttention(nn.Module):
         q, k, v, g = self.qkvg(x).chunk(4, dim=-1)
         v = v * mask[..., None].to(v.dtype)
         heads = [rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)]
-        with torch.autocast(x.device.type, enabled=False):  # the released kernel runs in float32
-            qh, kh, vh = at_least_fp32(*heads)
-            phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts)
-            kernel = nala_reference if self.impl == "reference" else nala_linear
-            out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps)
+        with torch.autocast(x.device.type, enabled=False):  # feature maps in fp32, as the released kernel
+            if self.impl in {"auto", "fast"}:
+                out = nala_fused(*heads, mask, rope=self.rope, denom_eps=self.eps, **self.feature_opts)
+            else:
+                qh, kh, vh = at_least_fp32(*heads)
+                phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts)
+                kernel = nala_reference if self.impl == "reference" else nala_linear
+                out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps)
         out = rearrange(out, "b h n d -> b n (h d)").to(x.dtype)
         if self.lepe is not None:
             out = out + self.lepe(v.transpose(1, 2)).transpose(1, 2)

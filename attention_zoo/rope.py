@@ -14,12 +14,13 @@ def rope_angles(n: int, dim: int, device: torch.device, base: float = 10000.0) -
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor) -> torch.Tensor:
-    """Rotate ``x (..., N, D)`` by token index; D must be even."""
+def apply_rope(x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Rotate ``x (..., N, D)`` by token index; D must be even. ``inverse`` rotates back (the transpose, which
+    a hand-written backward pass needs)."""
     n, d = x.shape[-2], x.shape[-1]
     if d % 2:
         raise ValueError(f"RoPE needs an even feature width; got {d}")
     cos, sin = (t.to(x.dtype) for t in rope_angles(n, d, x.device))
     x1, x2 = x[..., : d // 2], x[..., d // 2 :]
     rotated = torch.cat([-x2, x1], dim=-1)
-    return x * cos + rotated * sin
+    return x * cos - rotated * sin if inverse else x * cos + rotated * sin
