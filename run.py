@@ -71,9 +71,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     timer = ThroughputMonitor()
     callbacks: list[L.Callback] = [best, last, timer]
     t = dict(config["trainer"])
+    if t.pop("compile"):  # fuses the element-wise work of the whole model; graphs are reused across steps
+        model.model = torch.compile(model.model, dynamic=True)
     if t.pop("enable_progress_bar"):
-        callbacks.append(RichProgressBar())
+        callbacks.append(RichProgressBar(refresh_rate=t.pop("progress_refresh")))
     else:
+        t.pop("progress_refresh")
         t["enable_progress_bar"] = False
     if t["precision"] == "auto":
         t["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
@@ -100,6 +103,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         tokens_per_sec=timer.tokens / timer.train_seconds if timer.train_seconds else None,
         final_train_loss=train_loss if math.isfinite(train_loss) else None,
         resumed_from_step=resumed_from,
+        steady_steps_per_sec=timer.steady_steps / timer.steady_seconds if timer.steady_seconds > 0 else None,
+        compile=bool(cfg.trainer.compile),
     )
     row["peak_mem_mb"], row["peak_mem_kind"] = peak_memory_mb()
     append_row(cfg.results_dir, row)

@@ -14,11 +14,18 @@ class ThroughputMonitor(L.Callback):
     """Times the fit minus validation and counts the token positions the model processed (padding included,
     since that is what attention pays for)."""
 
-    def __init__(self) -> None:
+    def __init__(self, warmup_steps: int = 20) -> None:
         self.train_seconds = 0.0
         self.tokens = 0
         self._fit_start = self._val_start = 0.0
         self._val_seconds = 0.0
+        # Steady-state rate: from the end of step ``warmup_steps`` (compilation, cudnn autotuning and the first
+        # allocations are over by then) to the end of training, validation excluded.
+        self.warmup_steps = warmup_steps
+        self._steady_start: float | None = None
+        self._steady_val = 0.0
+        self.steady_steps = 0
+        self.steady_seconds = 0.0
 
     def on_train_start(self, trainer, pl_module):
         if torch.cuda.is_available():
@@ -27,6 +34,13 @@ class ThroughputMonitor(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.tokens += batch[0].numel()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self._steady_start is None and trainer.global_step >= self.warmup_steps:
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+            self._steady_start, self._steady_from = time.perf_counter(), trainer.global_step
+            self._steady_val = self._val_seconds
 
     def on_validation_start(self, trainer, pl_module):
         self._val_start = time.perf_counter()
@@ -38,7 +52,11 @@ class ThroughputMonitor(L.Callback):
     def on_train_end(self, trainer, pl_module):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self.train_seconds = time.perf_counter() - self._fit_start - self._val_seconds
+        now = time.perf_counter()
+        self.train_seconds = now - self._fit_start - self._val_seconds
+        if self._steady_start is not None:
+            self.steady_seconds = now - self._steady_start - (self._val_seconds - self._steady_val)
+            self.steady_steps = trainer.global_step - self._steady_from
 
 
 def peak_memory_mb() -> tuple[float, str]:

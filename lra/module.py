@@ -62,7 +62,7 @@ class LRAClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim_cfg
-        fused = torch.cuda.is_available() and o.get("fused", True)
+        fused = torch.cuda.is_available() and o.get("fused", True)  # one kernel for all parameters
         opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
                                 weight_decay=o["weight_decay"], fused=fused or None)
         sched = torch.optim.lr_scheduler.LambdaLR(

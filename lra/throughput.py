@@ -1,0 +1,111 @@
+"""Training throughput of one LRA step: steps/s of the real training loop under several settings, and the share of
+step time spent in attention (torch.profiler, ranges named "attention" in lra/model.py).
+
+    python -m lra.throughput task=listops experiment=lra_lite attention=nalaformer --steps 300
+
+Each setting is a list of Hydra overrides applied on top of the given ones: ``baseline`` is the plain loop
+(fp32, unfused AdamW, data loaded in the main process, no compile), then each optimisation is added in turn.
+Rows are appended to ``--out`` (CSV) with the device and torch version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SETTINGS = {
+    "baseline": ["trainer.precision=32-true", "model.optim.fused=false", "num_workers=0"],
+    "bf16": ["trainer.precision=bf16-mixed", "model.optim.fused=false", "num_workers=0"],
+    "bf16+fused_adamw+workers": ["trainer.precision=bf16-mixed", "num_workers=4"],
+    "bf16+fused_adamw+workers+compile": ["trainer.precision=bf16-mixed", "num_workers=4", "trainer.compile=true"],
+}
+
+
+def config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def attention_fraction(overrides: list[str], steps: int = 10) -> float:
+    """Fraction of device (or CPU) time inside the attention modules over ``steps`` forward+backward passes."""
+    from lra.data.datamodule import LRADataModule
+    from lra.module import LRAClassifier
+
+    cfg = config(overrides)
+    task, net = dict(cfg.task), {k: v for k, v in dict(cfg.model).items() if k != "optim"}
+    net.update(vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"],
+               attention=dict(cfg.attention))
+    model = LRAClassifier(net, dict(cfg.model.optim), task["num_classes"], total_steps=10)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device)
+    data = LRADataModule(task, cfg.data_dir, task["batch_size"], cache_dir=cfg.cache_dir)
+    batches = iter(data.train_dataloader())
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+
+    def step():
+        ids, labels = next(batches)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+            loss = torch.nn.functional.cross_entropy(model(ids.to(device)).float(), labels.to(device))
+        loss.backward()
+
+    for _ in range(3):
+        step()
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(steps):
+            step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+    events = prof.key_averages()
+    key = "device_time_total" if device == "cuda" else "cpu_time_total"
+    total = sum(getattr(e, "self_" + key) for e in events)
+    attention = sum(getattr(e, key) for e in events if e.key == "attention")
+    return attention / total if total else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. task=listops experiment=lra_lite")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of: {', '.join(SETTINGS)}")
+    p.add_argument("--out", type=Path, default=Path("results/throughput.csv"))
+    args = p.parse_args(argv)
+    import run
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.settings.split(","):
+            overrides = [*args.overrides, *SETTINGS[name], f"trainer.max_steps={args.steps}",
+                         f"trainer.val_check_interval={args.steps}", "trainer.limit_val_batches=1",
+                         "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
+                         f"results_dir={tmp}/r", f"checkpoint_dir={tmp}/c"]
+            start = time.perf_counter()
+            row = run.train(config(overrides))
+            rows.append({"setting": name, "steps": row["steps"], "steady_steps_per_sec": row["steady_steps_per_sec"],
+                         "steps_per_sec": row["steps_per_sec"], "tokens_per_sec": row["tokens_per_sec"],
+                         "peak_mem_mb": row["peak_mem_mb"], "wall_seconds": time.perf_counter() - start,
+                         "device": row["device"], "torch": row["torch"], "overrides": json.dumps(overrides[:-4])})
+            print(rows[-1], flush=True)
+    frac = attention_fraction([*args.overrides])
+    for r in rows:
+        r["attention_fraction"] = frac
+    df = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+    print(df.to_string(index=False))
+    print(f"attention share of step time: {frac:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
