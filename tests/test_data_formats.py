@@ -205,3 +205,18 @@ def test_cli_prepares_from_an_archive_and_explains_what_is_missing(tmp_path, cap
     assert "train 18, val 2, test 4 examples" in capsys.readouterr().out
     assert main(["image", "--out", str(tmp_path / "root")]) == 0
     assert "loaded from cache" in capsys.readouterr().out
+
+
+def test_pathfinder_end_to_end_from_our_generator(tmp_path, cfg_factory):
+    from lra.data.__main__ import main
+
+    assert main(["pathfinder", "--out", str(tmp_path / "data"), "--num-images", "200", "--batch-size", "100",
+                 "--workers", "1"]) == 0
+    cfg = cfg_factory("experiment=smoke", "task=pathfinder", "task.source=files", "task.max_len=1024",
+                      "trainer.max_steps=6", "trainer.val_check_interval=3")
+    row = run.train(cfg)
+    assert row["status"] == "ok" and row["data"] == "real"
+    assert row["data_source"].endswith("pathfinder32/curv_contour_length_14")
+    splits = LRADataModule(dict(cfg.task), cfg.data_dir, 4, cache_dir=cfg.cache_dir).prepare()
+    assert [len(splits[s].labels) for s in ("train", "val", "test")] == [160, 20, 20]
+    assert 0.3 < np.asarray(splits.train.labels).mean() < 0.7
