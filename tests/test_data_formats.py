@@ -152,12 +152,14 @@ def test_length_grouped_batches_cover_each_example_once_and_trim_padding():
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler)
     assert [len(b) for b in list(sampler)] != [len(b) for b in batches] or list(sampler) != batches  # reshuffled
-    ds = SplitDataset(Split(ids, np.arange(203)))
+    ds = SplitDataset(Split(ids, np.arange(203)), multiple=1)
     spread = [lengths[b].max() - lengths[b].min() for b in batches]
     assert np.mean(spread) < 0.5 * (lengths.max() - lengths.min())  # grouped by length
     x, y = ds[batches[0]]
     assert x.dtype == torch.int64 and x.shape[1] == lengths[sorted(batches[0])].max()
     assert sorted(y.tolist()) == sorted(batches[0])
+    x8, _ = SplitDataset(Split(ids, np.arange(203)), multiple=8)[batches[0]]
+    assert x8.shape[1] == min(64, -(-x.shape[1] // 8) * 8) and (x8[:, : x.shape[1]] == x).all()
 
 
 def test_trimmed_batches_give_the_same_logits(cfg_factory):

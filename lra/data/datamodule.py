@@ -32,10 +32,11 @@ def valid_lengths(ids: np.ndarray, chunk: int = 4096) -> np.ndarray:
 
 class SplitDataset(Dataset):
     """Indexed by a list of example indices (one batch at a time), so memory-mapped arrays are read in one
-    gather instead of ``batch_size`` small reads."""
+    gather instead of ``batch_size`` small reads. Batches are cut after their longest row, rounded up to a
+    multiple of ``multiple`` (few distinct shapes for compiled graphs, tensor-core friendly sizes)."""
 
-    def __init__(self, split: Split):
-        self.ids, self.labels = split.ids, split.labels
+    def __init__(self, split: Split, multiple: int = 64):
+        self.ids, self.labels, self.multiple = split.ids, split.labels, multiple
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -45,6 +46,7 @@ class SplitDataset(Dataset):
         ids = np.asarray(self.ids[index])
         nz = (ids != 0).reshape(len(ids), -1, ids.shape[-1]).any(axis=(0, 1))
         keep = int(len(nz) - np.argmax(nz[::-1])) if nz.any() else 1
+        keep = min(len(nz), -(-keep // self.multiple) * self.multiple)
         return torch.from_numpy(ids[..., :keep].astype(np.int64)), torch.from_numpy(np.asarray(self.labels[index]))
 
 
