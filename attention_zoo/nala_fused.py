@@ -20,6 +20,7 @@ then through RoPE (its transpose is the inverse rotation) and the element-wise f
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from attention_zoo.rope import apply_rope
 
 CHUNK_ELEMENTS = 1 << 26  # batch*heads slices processed together: N * 2d * slices <= this (fp32: 256 MB/tensor)
+COMPILE = os.environ.get("LRA_NALA_COMPILE", "1") != "0"  # torch.compile the element-wise pieces on CUDA
 
 
 def q_features(q: torch.Tensor, norm_aware: bool, sign_split: bool, fixed_power: float, eps: float) -> torch.Tensor:
@@ -96,7 +98,7 @@ def _compiled(name: str):
 
 
 def _pieces(device: torch.device):
-    if device.type == "cuda":
+    if device.type == "cuda" and COMPILE:
         return _compiled("features"), _compiled("feature_grads")
     return _features, _feature_grads
 
