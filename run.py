@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import subprocess
 import sys
 import time
@@ -136,6 +137,9 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 
 
 def git_commit() -> str:
+    """HEAD (with -dirty), or $LRA_GIT_COMMIT where the tree was copied without .git (e.g. to a GPU machine)."""
+    if os.environ.get("LRA_GIT_COMMIT"):
+        return os.environ["LRA_GIT_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ROOT, capture_output=True,
                               text=True, timeout=5)

@@ -59,6 +59,7 @@ def accuracy_vs_speed(runs: pd.DataFrame, bench: pd.DataFrame, out: Path, length
         ax.scatter([speed[a] for a in names], [acc[a] for a in names], s=sizes, alpha=0.5)
         for a in names:
             ax.annotate(a, (speed[a], acc[a]), ha="center", va="center", fontsize=8)
+        ax.margins(0.25)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"mean test accuracy (%) over {', '.join(t for t in TASKS if t in per_task.columns)}")
         ax.set_title(f"Accuracy vs speed, protocol {protocol} (bubble area = peak memory)")
@@ -71,18 +72,20 @@ def scaling(bench: pd.DataFrame, out: Path, mode: str = "train") -> list[Path]:
     """Time and peak memory against sequence length, log-log, one line per attention, per device."""
     paths = []
     for device, dev in bench[(bench["mode"] == mode) & (bench["status"] == "ok")].groupby("device"):
-        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for attention, rows in dev.groupby("attention"):
+        fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(12, 4.2))
+        markers = "os^vD<>pPX*hH8d"
+        for i, (attention, rows) in enumerate(dev.groupby("attention")):
             rows = rows.sort_values("seq_len")
-            ax_t.plot(rows["seq_len"], rows["ms"], marker="o", label=attention)
-            ax_m.plot(rows["seq_len"], rows["peak_mem_mb"] / 1024, marker="o", label=attention)
+            style = dict(marker=markers[i % len(markers)], color=plt.cm.tab20(i % 20), label=attention)
+            ax_t.plot(rows["seq_len"], rows["ms"], **style)
+            ax_m.plot(rows["seq_len"], rows["peak_mem_mb"] / 1024, **style)
         for ax, label in ((ax_t, "ms per step"), (ax_m, "peak memory (GB)")):
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("sequence length N")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3, which="both")
-        ax_m.legend(fontsize=7, ncol=2)
+        ax_m.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
         what = "forward + backward" if mode == "train" else "forward"
         fig.suptitle(f"{what} vs length on {device}")
         paths += _save(fig, out, f"scaling_{mode}_{_slug(str(device))}")
