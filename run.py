@@ -25,6 +25,7 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lra import LRAError
@@ -82,7 +83,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if t["precision"] == "auto":
         t["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
     trainer = L.Trainer(**t, max_epochs=-1, check_val_every_n_epoch=None, callbacks=callbacks,
-                        default_root_dir=str(ckpt_dir), logger=False, deterministic=False)
+                        default_root_dir=str(ckpt_dir), logger=False, deterministic=False,
+                        use_distributed_sampler=False)  # LRADataModule shards its length-grouped batches itself
     ckpt_path = str(resume) if cfg.resume and resume.exists() else None
     resumed_from = _resumed_step(ckpt_path)
     if ckpt_path:
@@ -108,6 +110,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         compile=bool(cfg.trainer.compile),
     )
     row["peak_mem_mb"], row["peak_mem_kind"] = peak_memory_mb()
+    row["world_size"] = trainer.world_size
+    if not trainer.is_global_zero:  # under DDP, rank 0 alone records the run
+        return row
     append_row(cfg.results_dir, row)
     resume.unlink(missing_ok=True)  # finished: the same command later starts a fresh run
     log.info("test_acc=%.4f (majority class %.4f) -> %s/runs.jsonl", row["test_acc"], row["majority_acc"],
@@ -129,7 +134,7 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         "data": None, "data_source": None,
         "test_acc": None, "best_val_acc": None, "majority_acc": None, "steps": 0,
         "train_seconds": None, "steps_per_sec": None, "tokens_per_sec": None,
-        "peak_mem_mb": None, "peak_mem_kind": None, "params": None,
+        "peak_mem_mb": None, "peak_mem_kind": None, "params": None, "world_size": None,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__, "git_commit": git_commit(),
         "command": " ".join(["python", *sys.argv]), "overrides": overrides, "config": config,
@@ -168,6 +173,8 @@ def main(cfg: DictConfig) -> None:
     try:
         train(cfg, overrides)
     except Exception as err:  # one failing run must not lose the sweep
+        if rank_zero_only.rank != 0:
+            raise
         config = OmegaConf.to_container(cfg, resolve=True)
         row = base_row(config, overrides)
         row["error"] = f"{type(err).__name__}: {err}"

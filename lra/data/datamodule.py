@@ -8,6 +8,7 @@ padding on ListOps, Text and Retrieval, whose lengths vary widely.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,23 +52,32 @@ class SplitDataset(Dataset):
 
 
 class LengthGroupedBatches(Sampler[list[int]]):
-    """Shuffled batches of similar length (train) or batches in length order (eval)."""
+    """Shuffled batches of similar length (train) or batches in length order (eval).
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int, pool: int = 50):
+    Under DDP every rank builds the same batch list (same seed and epoch) and keeps batches ``rank``,
+    ``rank + world_size``, ...: the ranks see disjoint data. Training keeps the same number of batches on every
+    rank (the few left over are dropped for that epoch); evaluation keeps every batch.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int, pool: int = 50,
+                 rank: int = 0, world_size: int = 1):
         self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = lengths, batch_size, shuffle, seed, pool
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)
+        total = -(-len(self.lengths) // self.batch_size)
+        if self.shuffle:
+            return total // self.world_size
+        return len(range(self.rank, total, self.world_size))
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _batches(self) -> list[np.ndarray]:
         if not self.shuffle:
             order = np.argsort(self.lengths, kind="stable")
-            yield from (order[i : i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size))
-            return
+            return [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         rng = np.random.default_rng((self.seed, self.epoch))
         self.epoch += 1
         order, size = rng.permutation(len(self.lengths)), self.batch_size * self.pool
@@ -76,8 +86,16 @@ class LengthGroupedBatches(Sampler[list[int]]):
             group = order[start : start + size]
             group = group[np.argsort(self.lengths[group], kind="stable")]
             batches += [group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size)]
-        for b in rng.permutation(len(batches)):
-            yield batches[b].tolist()
+        batches = [batches[b] for b in rng.permutation(len(batches))]
+        return batches[: len(batches) // self.world_size * self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        log_dir = os.environ.get("LRA_BATCH_LOG_DIR")  # tests: which examples each rank trained on
+        for batch in self._batches()[self.rank :: self.world_size]:
+            if log_dir and self.shuffle:
+                with open(os.path.join(log_dir, f"rank{self.rank}.txt"), "a") as f:
+                    f.write(" ".join(map(str, batch.tolist())) + "\n")
+            yield batch.tolist()
 
 
 class LRADataModule(L.LightningDataModule):
@@ -103,7 +121,8 @@ class LRADataModule(L.LightningDataModule):
             lengths = valid_lengths(s.ids)
         else:
             lengths = np.zeros(len(s.labels), dtype=np.int64)  # stable sort keeps the file order
-        sampler = LengthGroupedBatches(lengths, self.batch_size, shuffle, self.seed)
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        sampler = LengthGroupedBatches(lengths, self.batch_size, shuffle, self.seed, rank=rank, world_size=world)
         return DataLoader(SplitDataset(s), sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
 
