@@ -23,6 +23,7 @@ class ThroughputMonitor(L.Callback):
         # allocations are over by then) to the end of training, validation excluded.
         self.warmup_steps = warmup_steps
         self._steady_start: float | None = None
+        self._steady_from = 0
         self._steady_val = 0.0
         self.steady_steps = 0
         self.steady_seconds = 0.0
