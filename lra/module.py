@@ -15,7 +15,11 @@ from lra.model import LRAModel
 
 def warmup_decay(step: int, warmup: int, total: int, decay: str) -> float:
     """LR multiplier: linear warm-up to 1, then ``linear`` or ``cosine`` decay to 0 at ``total``, or
-    ``constant``. ``linear`` is the OneCycle linear anneal of the Nystromformer/Skyformer code."""
+    ``constant``. ``linear`` is the OneCycle linear anneal of the Nystromformer/Skyformer code. ``rsqrt`` is the
+    LRA JAX schedule ``min(1, t/w) / sqrt(max(t, w))``, whose peak is ``1/sqrt(w)`` (the base lr is a multiplier)."""
+    if decay == "rsqrt":
+        t = step + 1
+        return min(1.0, t / max(1, warmup)) / math.sqrt(max(t, warmup, 1))
     if warmup and step < warmup:
         return (step + 1) / warmup
     if decay == "constant":
@@ -25,7 +29,7 @@ def warmup_decay(step: int, warmup: int, total: int, decay: str) -> float:
         return 1.0 - progress
     if decay == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"model.optim.decay={decay!r} is not one of linear, cosine, constant")
+    raise ValueError(f"model.optim.decay={decay!r} is not one of linear, cosine, constant, rsqrt")
 
 
 class LRAClassifier(L.LightningModule):
