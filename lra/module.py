@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
@@ -63,6 +65,27 @@ class LRAClassifier(L.LightningModule):
         ids, labels = batch
         self.test_acc.update(self(ids), labels)
         self.log("test/acc", self.test_acc)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Random states go into the checkpoint so that a resumed run draws the same dropout masks."""
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        checkpoint["rng_states"] = {  # tensors and plain numbers only: checkpoints load with weights_only=True
+            "torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
+                      "gauss": gauss},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        states = checkpoint.get("rng_states")
+        if not states:
+            return
+        torch.set_rng_state(states["torch"])
+        n = states["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+        random.setstate(states["python"])
+        if states["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
 
     def configure_optimizers(self):
         o = self.optim_cfg

@@ -110,3 +110,26 @@ def test_every_registered_attention_trains_through_run_py(cfg_factory, attention
                       "trainer.val_check_interval=2")
     row = run.train(cfg)
     assert row["status"] == "ok" and row["attention"] == attention and row["steps"] == 4
+
+
+def test_resumed_run_reaches_the_same_result(cfg_factory, monkeypatch, tmp_path):
+    """Interrupted mid-epoch and resumed with the same command, a run ends exactly where an uninterrupted one
+    does: same batches in the same order, same dropout masks, same optimiser and schedule state."""
+    over = ("experiment=smoke", "trainer.val_check_interval=5", "model.dropout=0.1")
+    straight = run.train(cfg_factory(*over, f"results_dir={tmp_path / 'a'}", f"checkpoint_dir={tmp_path / 'ca'}"))
+    cfg = cfg_factory(*over, f"results_dir={tmp_path / 'b'}", f"checkpoint_dir={tmp_path / 'cb'}")
+    original = ThroughputMonitor.on_train_batch_start
+
+    def crash(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 12:  # the last checkpoint is at step 10, inside the first epoch (16 batches)
+            raise RuntimeError("simulated crash")
+        original(self, trainer, pl_module, batch, batch_idx)
+
+    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run.train(cfg)
+    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", original)
+    resumed = run.train(cfg)
+    assert resumed["resumed_from_step"] == 10
+    for key in ("final_train_loss", "best_val_acc", "test_acc"):
+        assert resumed[key] == straight[key], key

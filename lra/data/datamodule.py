@@ -64,6 +64,7 @@ class LengthGroupedBatches(Sampler[list[int]]):
         self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = lengths, batch_size, shuffle, seed, pool
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.skip = 0  # batches of this epoch already trained on before a resume (see LRADataModule.state_dict)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -91,7 +92,8 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         log_dir = os.environ.get("LRA_BATCH_LOG_DIR")  # tests: which examples each rank trained on
-        for batch in self._batches()[self.rank :: self.world_size]:
+        skip, self.skip = self.skip, 0
+        for batch in self._batches()[self.rank :: self.world_size][skip:]:
             if log_dir and self.shuffle:
                 with open(os.path.join(log_dir, f"rank{self.rank}.txt"), "a") as f:
                     f.write(" ".join(map(str, batch.tolist())) + "\n")
@@ -105,6 +107,19 @@ class LRADataModule(L.LightningDataModule):
         self.task, self.data_dir, self.seed, self.cache_dir = task, data_dir, seed, cache_dir
         self.batch_size, self.num_workers = batch_size, num_workers
         self.splits: Splits | None = None
+        self._resume: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: where training stands inside its epoch, so that a resumed run continues
+        with the next batch of the same shuffled order instead of restarting the epoch."""
+        if self.trainer is None:
+            return {}
+        loop = self.trainer.fit_loop
+        return {"epoch": loop.epoch_progress.current.processed,
+                "batches_done": loop.epoch_loop.batch_progress.current.processed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = state or None
 
     def prepare(self) -> Splits:
         """Load once; called from ``setup`` and by ``run.py`` before training to record the data source."""
@@ -123,8 +138,15 @@ class LRADataModule(L.LightningDataModule):
             lengths = np.zeros(len(s.labels), dtype=np.int64)  # stable sort keeps the file order
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = LengthGroupedBatches(lengths, self.batch_size, shuffle, self.seed, rank=rank, world_size=world)
+        if shuffle and self._resume:
+            sampler.set_epoch(self._resume["epoch"])
+            sampler.skip = self._resume["batches_done"]
+            self._resume = None
+        # Its own generator: creating an iterator would otherwise draw from the global RNG, so a resumed run
+        # (which creates iterators at different moments) would get different dropout masks.
         return DataLoader(SplitDataset(s), sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0)
+                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
