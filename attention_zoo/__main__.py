@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
-from attention_zoo import REGISTRY
-
-CONF = Path(__file__).resolve().parents[1] / "conf" / "attention"
+from attention_zoo import REGISTRY, config_path
 
 
 def main() -> None:
@@ -18,7 +14,7 @@ def main() -> None:
         table.add_column(col)
     for name in sorted(REGISTRY):
         spec = REGISTRY[name]
-        conf = CONF / f"{name}.yaml"
+        conf = config_path(name)
         table.add_row(name, spec.complexity, spec.source, f"{spec.cls.__module__}.{spec.cls.__qualname__}",
                       f"conf/attention/{conf.name}" if conf.exists() else "[red]missing[/red]")
     Console(width=200).print(table)

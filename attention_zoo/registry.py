@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 
@@ -21,6 +23,7 @@ class AttentionSpec:
 
 
 REGISTRY: dict[str, AttentionSpec] = {}
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "attention"  # one <name>.yaml per variant
 
 
 def register(name: str, *, complexity: str, source: str):
@@ -43,6 +46,18 @@ def get(name: str) -> AttentionSpec:
     if name not in REGISTRY:
         raise KeyError(f"unknown attention '{name}'; available: {', '.join(available())}")
     return REGISTRY[name]
+
+
+def config_path(name: str) -> Path:
+    return CONF_DIR / f"{name}.yaml"
+
+
+def default_config(name: str, **overrides: Any) -> dict[str, Any]:
+    """The variant's shipped ``conf/attention/<name>.yaml`` (``{"name": name}`` for a class registered without a
+    config file), with ``overrides`` applied: what ``run.py attention=<name>`` starts from."""
+    path = config_path(name)
+    cfg = yaml.safe_load(path.read_text()) if path.exists() else {"name": name}
+    return {**cfg, **overrides}
 
 
 def _import_target(path: str) -> type[nn.Module]:

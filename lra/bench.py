@@ -83,13 +83,11 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn.functional as F
-import yaml
 
 import attention_zoo
-from attention_zoo import build_attention
+from attention_zoo import build_attention, default_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf" / "attention"
 DEFAULT_OUT = ROOT / "results" / "bench"
 
 COLUMNS = ["device", "torch", "attention", "impl", "mode", "seq_len", "batch", "heads", "head_dim", "dtype", "ms",
@@ -156,10 +154,8 @@ class Step:
 
 
 def variant_config(name: str, impl: str) -> dict[str, Any]:
-    """The shipped ``conf/attention/<name>.yaml`` (``{"name": name}`` for a class registered elsewhere), with
-    ``impl`` replaced where the config has one."""
-    path = CONF / f"{name}.yaml"
-    cfg = yaml.safe_load(path.read_text()) if path.exists() else {"name": name}
+    """The shipped config, with ``impl`` replaced where the config has one."""
+    cfg = default_config(name)
     if "impl" in cfg:
         cfg["impl"] = impl
     return cfg

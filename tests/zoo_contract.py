@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from attention_zoo import build_attention
+from attention_zoo import build_attention, default_config
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "attention"
 DIM, HEADS, MAX_LEN = 32, 4, 512
 
 
 def variant_config(name: str, **over: Any) -> dict[str, Any]:
-    """The variant's shipped ``conf/attention/<name>.yaml`` with overrides (tests use the real defaults)."""
-    path = CONF / f"{name}.yaml"
-    cfg = yaml.safe_load(path.read_text()) if path.exists() else {"name": name}
-    return {**cfg, **over}
+    """The variant's shipped config with overrides (tests use the real defaults)."""
+    return default_config(name, **over)
 
 
 def build(name: str, dim: int = DIM, heads: int = HEADS, max_len: int = MAX_LEN, seed: int = 0, **over: Any):
