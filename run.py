@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """One run; returns the row it appended."""
     config = OmegaConf.to_container(cfg, resolve=True)
-    task, net = config["task"], config["model"]
+    task = config["task"]
     row = base_row(config, overrides or [])
     L.seed_everything(cfg.seed, workers=True)
 
@@ -54,11 +54,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     row["majority_acc"] = data.majority_accuracy()
 
     # model
-    net_cfg = {k: v for k, v in net.items() if k != "optim"}
-    net_cfg.update(vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"],
-                   attention=config["attention"])
     try:
-        model = LRAClassifier(net_cfg, net["optim"], task["num_classes"], total_steps=cfg.trainer.max_steps)
+        model = LRAClassifier.from_config(config, total_steps=cfg.trainer.max_steps)
     except (ValueError, KeyError) as err:  # a bad model/attention option: say which, no traceback
         raise LRAError(f"cannot build the model: {err.args[0] if err.args else err}") from None
     row["params"] = sum(p.numel() for p in model.parameters())

@@ -43,6 +43,16 @@ class LRAClassifier(L.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], total_steps: int) -> LRAClassifier:
+        """Build from a resolved run config: the model group plus what the task fixes (vocabulary, length,
+        classes, one or two documents) and the attention group."""
+        task, model = config["task"], config["model"]
+        net = {k: v for k, v in model.items() if k != "optim"}
+        net.update(vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"],
+                   attention=config["attention"])
+        return cls(net, model["optim"], task["num_classes"], total_steps=total_steps)
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(ids)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SETTINGS = {
@@ -41,10 +42,9 @@ def attention_fraction(overrides: list[str], steps: int = 10) -> float:
     from lra.module import LRAClassifier
 
     cfg = config(overrides)
-    task, net = dict(cfg.task), {k: v for k, v in dict(cfg.model).items() if k != "optim"}
-    net.update(vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"],
-               attention=dict(cfg.attention))
-    model = LRAClassifier(net, dict(cfg.model.optim), task["num_classes"], total_steps=10)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    task = resolved["task"]
+    model = LRAClassifier.from_config(resolved, total_steps=10)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device)
     data = LRADataModule(task, cfg.data_dir, task["batch_size"], cache_dir=cfg.cache_dir)

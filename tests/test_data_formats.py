@@ -9,6 +9,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import run
 from lra import LRAError
@@ -169,9 +170,7 @@ def test_trimmed_batches_give_the_same_logits(cfg_factory):
     for pooling, over_padding in (("mean", False), ("mean", True), ("cls", False)):
         cfg = cfg_factory("experiment=smoke", f"model.pooling={pooling}", f"model.mean_over_padding={over_padding}",
                           "attention=nalaformer")
-        net = {k: v for k, v in dict(cfg.model).items() if k != "optim"}
-        net.update(vocab_size=32, max_len=64, dual=False, attention=dict(cfg.attention))
-        model = LRAClassifier(net, dict(cfg.model.optim), 10, 10).double().eval()
+        model = LRAClassifier.from_config(OmegaConf.to_container(cfg, resolve=True), 10).double().eval()
         ids = torch.zeros(3, 64, dtype=torch.long)
         ids[0, :40], ids[1, :7], ids[2, :23] = 3, 5, 7
         ids[:, 1::3] = ids[:, 1::3] * (ids[:, 1::3] > 0) + (ids[:, 1::3] > 0) * 2
