@@ -99,7 +99,7 @@ EXTRAS = ("sdpa_flash", "elu_linear_plain", "nala_released_fp32", "fla_chunk_lin
 BASELINES = ("softmax", "sdpa_flash")
 STATUS_LABEL = {"oom": "OOM", "error": "ERROR", "skipped": "SKIPPED", "unavailable": "N/A"}
 
-CUDA_DEFAULTS = dict(lengths="1K,2K,4K,8K,16K,32K,64K", tokens=1 << 20, heads=8, head_dim=64, repeats=10, warmup=3,
+CUDA_DEFAULTS = dict(lengths="1K,2K,3K,4K,8K,16K,32K,64K", tokens=1 << 20, heads=8, head_dim=64, repeats=10, warmup=3,
                      dtype="bf16")
 CPU_DEFAULTS = dict(lengths="64,128", tokens=512, heads=2, head_dim=16, repeats=2, warmup=1, dtype="fp32", threads=1)
 
