@@ -43,6 +43,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     config = OmegaConf.to_container(cfg, resolve=True)
     task = config["task"]
     row = base_row(config, overrides or [])
+    check_config(config)
     L.seed_everything(cfg.seed, workers=True)
 
     # data
@@ -115,6 +116,23 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     log.info("test_acc=%.4f (majority class %.4f) -> %s/runs.jsonl", row["test_acc"], row["majority_acc"],
              cfg.results_dir)
     return row
+
+
+POSITIVE_INTS = {"task": ("max_len", "batch_size", "vocab_size", "num_classes"),
+                 "model": ("dim", "depth", "num_heads", "mlp_dim", "head_dim"),
+                 "trainer": ("max_steps", "val_check_interval")}
+
+
+def check_config(config: dict[str, Any]) -> None:
+    """Catch the common command-line slips (``task.max_len=4k``) with a message naming the field."""
+    for group, keys in POSITIVE_INTS.items():
+        for key in keys:
+            value = config[group].get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise LRAError(f"{group}.{key}={value!r}: expected a positive integer")
+    lr = config["model"]["optim"].get("lr")
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
+        raise LRAError(f"model.optim.lr={lr!r}: expected a positive number")
 
 
 def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

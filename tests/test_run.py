@@ -57,6 +57,17 @@ def test_missing_data_is_a_clear_error(tmp_path):
     assert read_rows(tmp_path / "r")[0]["status"] == "failed"
 
 
+@pytest.mark.parametrize("override, message", [
+    ("task.max_len=4k", "task.max_len='4k': expected a positive integer"),
+    ("trainer.max_steps=0", "trainer.max_steps=0: expected a positive integer"),
+    ("model.optim.lr=fast", "model.optim.lr='fast': expected a positive number"),
+    ("+attention.not_an_option=1", "attention 'softmax' has no option not_an_option"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, override, message):
+    res = run_cli("run.py", "experiment=smoke", override, f"results_dir={tmp_path}", f"checkpoint_dir={tmp_path}/c")
+    assert res.returncode == 2 and message in res.stderr + res.stdout and "Traceback" not in res.stderr
+
+
 def test_unknown_attention_lists_the_options():
     res = run_cli("run.py", "attention=nope")
     assert res.returncode != 0
