@@ -2,6 +2,8 @@
 # One device call: data generation speed, the efficiency benchmark, training throughput, and (time permitting)
 # LRA-lite training runs. Used through the workplace's device tool; outputs go to $OUT (results/ once copied back).
 #   STAGES="gen bench throughput" RUNS="listops:softmax:0 listops:nalaformer:0" bash scripts/gpu_session.sh
+# pruns: RUNS in parallel (PER_GPU per GPU), each cut at DEADLINE seconds into the call; a run cut short resumes
+# from its last checkpoint when the next call (same warm machine, same /tmp/ckpt) starts it again.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -23,7 +25,10 @@ for stage in $STAGES; do
   case $stage in
   gen)
     echo "== [$(elapsed)s] ListOps 96K/2K/2K (official settings)"
-    /usr/bin/time -f "listops wall %e s, cpu %U s" python3 -m lra.data listops --out $DATA --workers "$(nproc)"
+    if [ -e $DATA/listops-1000/basic_test.tsv ]; then echo "already here (warm machine)"; else
+      /usr/bin/time -f "listops wall %e s, cpu %U s" python3 -m lra.data listops --out $DATA --workers "$(nproc)"
+    fi
+    [ "${PF_IMAGES:-200000}" = 0 ] || [ -e $DATA/pathfinder32 ] && continue
     echo "== [$(elapsed)s] Pathfinder-32 hard ${PF_IMAGES:-200000} images"
     /usr/bin/time -f "pathfinder wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
       --num-images "${PF_IMAGES:-200000}" --workers "$(nproc)" | tail -3
@@ -38,6 +43,37 @@ for stage in $STAGES; do
       timeout "${TP_TIMEOUT:-200}" python3 -m lra.throughput task=listops experiment=lra_lite attention=$att \
         data_dir=$DATA --steps "${TP_STEPS:-300}" --settings "${TP_SETTINGS:-baseline,bf16,bf16+fused_adamw+workers,bf16+fused_adamw+workers+compile}" \
         --out "$OUT/throughput.csv" 2>&1 | grep -vE "Warning|warn" | tail -8
+    done
+    ;;
+  pruns)
+    # Many small runs at once: a 2-layer LRA-lite model leaves the GPU idle most of each step (launch-bound), so
+    # PER_GPU runs share each GPU. Each run logs to $OUT/logs/; rows go to $OUT/runs.jsonl (appends are locked).
+    ngpu=$(nvidia-smi -L | wc -l); per=${PER_GPU:-4}; i=0; mkdir -p "$OUT/logs"
+    echo "== [$(elapsed)s] parallel runs: $ngpu GPUs x $per"
+    for spec in ${RUNS:-}; do
+      IFS=: read -r task att seed <<<"$spec"
+      while [ "$(jobs -rp | wc -l)" -ge $((ngpu * per)) ]; do sleep 2; done
+      left=$(( ${DEADLINE:-570} - $(elapsed) )); [ "$left" -gt "${RUN_TIMEOUT:-300}" ] && left=${RUN_TIMEOUT:-300}
+      [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
+      ( CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout "$left" python3 run.py task=$task attention=$att \
+          seed=$seed experiment=lra_lite data_dir=$DATA results_dir="$OUT" checkpoint_dir=/tmp/ckpt num_workers=2 \
+          trainer.enable_progress_bar=false ${RUN_EXTRA:-} >"$OUT/logs/$task-$att-$seed.log" 2>&1
+        echo "== [$(elapsed)s] $spec rc=$? $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
+      i=$((i + 1))
+    done
+    wait
+    ;;
+  scaling)
+    # Issue 9: the same ListOps lra_lite run on 1 GPU and on 2 GPUs with DDP at the same global batch (32 = 2 x 16),
+    # one after the other so neither shares the machine. Rows go to $OUT/scaling/runs.jsonl.
+    for spec in ${SCALING:-"1:32 2:16"}; do
+      IFS=: read -r ndev batch <<<"$spec"
+      echo "== [$(elapsed)s] scaling: $ndev GPU(s), batch $batch per GPU"
+      extra="trainer.devices=$ndev"; [ "$ndev" -gt 1 ] && extra="trainer=ddp trainer.devices=$ndev"
+      /usr/bin/time -f "wall %e s" timeout "${RUN_TIMEOUT:-300}" python3 run.py task=listops \
+        attention=${SCALING_ATTENTION:-softmax} seed=0 experiment=lra_lite task.batch_size=$batch $extra data_dir=$DATA \
+        results_dir="$OUT/scaling" checkpoint_dir=/tmp/ckpt_scaling num_workers=4 trainer.enable_progress_bar=false \
+        2>&1 | grep -E "test_acc=|Error|error|wall " | tail -4
     done
     ;;
   runs)
