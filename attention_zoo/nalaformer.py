@@ -16,9 +16,11 @@ LRA additions: padded keys are excluded from the state, the key mean and the ``N
 count of valid keys), and v is zeroed at padded positions before LePE, so appending padding never changes
 valid outputs. The query norm is clamped at ``eps`` so an all-zero query gives 0, not 0/0.
 
-Three implementations of the kernel: ``reference`` materialises the N x N weights; ``linear`` is the linear-time
-form through plain autograd (readable, memory-hungry in backward); ``fast`` (the default) is
-:mod:`attention_zoo.nala_fused`, the same math with a hand-written backward that recomputes the feature maps.
+Implementations of the kernel (``impl``): ``reference`` materialises the N x N weights; ``linear`` is the
+linear-time form through plain autograd (readable, memory-hungry in backward); ``fused`` is
+:mod:`attention_zoo.nala_fused`, the same math with a hand-written backward that recomputes the feature maps;
+``triton`` is :mod:`attention_zoo.nala_triton`, kernels that never write the feature maps to memory. ``auto`` (the
+default; ``fast`` is an alias) takes ``triton`` on CUDA where it applies, else ``fused``.
 
 ``rope``, ``lepe`` and ``gate`` switch parts of the block off; ``norm_aware=False`` uses the fixed power
 ``fixed_power`` and ``sign_split=False`` uses plain ``relu`` features: the paper's ablations.
@@ -33,6 +35,7 @@ from torch import nn
 
 from attention_zoo.base import at_least_fp32, check_inputs
 from attention_zoo.nala_fused import nala_fused
+from attention_zoo.nala_triton import nala_triton, supports
 from attention_zoo.registry import register
 from attention_zoo.rope import apply_rope
 
@@ -82,6 +85,9 @@ def nala_linear(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-
     return (rq @ state) / denom
 
 
+IMPLS = ("auto", "fast", "triton", "fused", "linear", "reference")
+
+
 @register("nalaformer", complexity="O(N)", source="Meng et al. 2026 (ICML), NaLaFormer, arXiv 2506.21137")
 class NaLaAttention(nn.Module):
     def __init__(
@@ -101,8 +107,8 @@ class NaLaAttention(nn.Module):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}; pick heads that divide it")
-        if impl not in {"auto", "fast", "linear", "reference"}:
-            raise ValueError(f"attention.impl={impl!r} is not one of auto, fast, linear, reference")
+        if impl not in IMPLS:
+            raise ValueError(f"attention.impl={impl!r} is not one of {', '.join(IMPLS)}")
         if lepe_kernel % 2 == 0:
             raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
@@ -119,8 +125,12 @@ class NaLaAttention(nn.Module):
         v = v * mask[..., None].to(v.dtype)
         heads = [rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)]
         with torch.autocast(x.device.type, enabled=False):  # feature maps in fp32, as the released kernel
-            if self.impl in {"auto", "fast"}:
-                out = nala_fused(*heads, mask, rope=self.rope, denom_eps=self.eps, **self.feature_opts)
+            impl = self.impl
+            if impl in {"auto", "fast"}:
+                impl = "triton" if x.is_cuda and supports(heads[0], self.feature_opts["sign_split"]) else "fused"
+            if impl in {"triton", "fused"}:
+                kernel = nala_triton if impl == "triton" else nala_fused
+                out = kernel(*heads, mask, rope=self.rope, denom_eps=self.eps, **self.feature_opts)
             else:
                 qh, kh, vh = at_least_fp32(*heads)
                 phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts)

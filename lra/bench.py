@@ -30,6 +30,8 @@ Reference entries measured in the same run, on ``(batch, heads, N, head_dim)`` i
   phi = elu + 1, in plain PyTorch in the input precision;
 * ``nala_released_fp32``: the NaLaFormer kernel formula (``nala_feature_maps`` + ``nala_linear``) on float32 casts,
   as the released code runs it (plain autograd);
+* ``nala_triton``: our Triton NaLa kernels (``attention_zoo.nala_triton``) on the raw q, k, v with an all-True
+  mask; its rows also carry ``gbps``, the bytes it must move (``PASSES``) over its time;
 * ``fla_chunk_linear``: flash-linear-attention's Triton ``chunk_linear_attn`` (causal: the package has no
   non-causal chunked op) on elu + 1 features, ``(batch, N, heads, head_dim)`` layout; status ``unavailable``
   when ``import fla`` fails.
@@ -65,6 +67,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.util
 import inspect
 import math
 import os
@@ -94,7 +97,11 @@ COLUMNS = ["device", "torch", "attention", "impl", "mode", "seq_len", "batch", "
            "peak_mem_mb", "status", "error", "tokens_per_sec", "repeats", "gbps", "tflops", "time", "command"]
 KEY = ["attention", "impl", "mode", "seq_len", "dtype", "batch", "heads", "head_dim"]
 MODES = ("train", "infer")
-EXTRAS = ("sdpa_flash", "elu_linear_plain", "nala_released_fp32", "fla_chunk_linear")
+EXTRAS = ("sdpa_flash", "elu_linear_plain", "nala_released_fp32", "nala_triton", "fla_chunk_linear")
+# Bytes a kernel must move per step, in passes over one (batch, heads, N, head_dim) tensor: the achieved bandwidth
+# (``gbps``) is compared with the measured copy bandwidth. nala_triton: forward reads k, v, q and writes o (4);
+# backward reads q, o, dO, k, v and writes dq, dk, dv (8). See attention_zoo/nala_triton.py.
+PASSES = {"nala_triton": {"train": 12, "infer": 4}}
 # The two entries every other is compared with in the printed table (speed = their time / this time).
 BASELINES = ("softmax", "sdpa_flash")
 STATUS_LABEL = {"oom": "OOM", "error": "ERROR", "skipped": "SKIPPED", "unavailable": "N/A"}
@@ -197,6 +204,16 @@ def _nala_released(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.T
         return nala_linear(phi_q, phi_k, vf, mask).to(q.dtype)
 
 
+def _nala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    from attention_zoo.nala_triton import nala_triton, supports
+
+    if not supports(q, sign_split=True):
+        raise Unavailable(f"Triton NaLa kernels do not run here ({q.device}, {q.dtype}, triton importable: "
+                          f"{importlib.util.find_spec('triton') is not None})")
+    mask = torch.ones(q.shape[0], q.shape[2], dtype=torch.bool, device=q.device)
+    return nala_triton(q, k, v, mask)
+
+
 def fla_op() -> Callable[..., torch.Tensor]:
     """fla's chunked linear attention as ``f(q, k, v)`` on ``(B, N, H, d)`` tensors; raises Unavailable."""
     try:
@@ -214,12 +231,13 @@ def fla_op() -> Callable[..., torch.Tensor]:
 
 
 EXTRA_IMPL = {"sdpa_flash": "flash", "elu_linear_plain": "torch", "nala_released_fp32": "torch_fp32",
+              "nala_triton": "triton",
               "fla_chunk_linear": "triton_chunk_causal"}
 
 
 def kernel_step(case: Case, device: torch.device) -> Step:
-    fn = {"sdpa_flash": _sdpa_flash, "elu_linear_plain": _elu_linear, "nala_released_fp32": _nala_released}.get(
-        case.attention)
+    fn = {"sdpa_flash": _sdpa_flash, "elu_linear_plain": _elu_linear, "nala_released_fp32": _nala_released,
+          "nala_triton": _nala_triton}.get(case.attention)
     shape = (case.batch, case.heads, case.seq_len, case.head_dim)
     if case.attention == "fla_chunk_linear":
         fn = fla_op()
@@ -577,6 +595,9 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
         row = {**common, **case.__dict__, "ms": ms, "peak_mem_mb": result.get("peak_mem_mb", math.nan),
                "status": result["status"], "error": result["error"], "repeats": result.get("repeats", 0),
                "tokens_per_sec": case.batch * n / (ms / 1000) if ms == ms else math.nan}
+        if name in PASSES and ms == ms:
+            elem = 2 if args.dtype == "bf16" else 4
+            row["gbps"] = PASSES[name][mode] * case.batch * n * args.heads * args.head_dim * elem / (ms / 1e3) / 1e9
         rows.append(row)
         write_rows(path, rows)  # after every measurement: a run killed part-way keeps what it measured
         mem = "" if math.isnan(row["peak_mem_mb"]) else f" {row['peak_mem_mb']:9.0f} MB"

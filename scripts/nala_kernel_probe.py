@@ -1,17 +1,22 @@
-"""Where does the NaLa kernel's time go on the GPU? fwd+bwd of the raw kernels at 2^20 tokens x 8 heads, d=64, bf16.
+"""The NaLa Triton kernels on a GPU: correctness against the float64 linear form, then speed and memory against the
+references of issue 7 (2^20 tokens x 8 heads, d=64, bf16, forward + backward, median of CUDA-event timings).
 
-    python scripts/nala_kernel_probe.py
+    python scripts/nala_kernel_probe.py                 # check + time at N = 1K, 4K, 16K, 64K
+    python scripts/nala_kernel_probe.py --tune          # also try block sizes / warps at 16K
+
+Prints one line per measurement; the numbers go into docs/nala-kernel-notes.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 import attention_zoo.nala_fused as fused
+import attention_zoo.nala_triton as nt
 from attention_zoo.nalaformer import nala_feature_maps, nala_linear
 
 
@@ -20,55 +25,111 @@ def elu_plain(q, k, v, mask):
     return (q @ (k.transpose(-1, -2) @ v)) / (q @ k.sum(-2, keepdim=True).transpose(-1, -2))
 
 
-def released(q, k, v, mask):
-    return nala_linear(*nala_feature_maps(q.float(), k.float()), v.float(), mask)
+def sdpa_flash(q, k, v, mask):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        return F.scaled_dot_product_attention(q, k, v)
 
 
-def timed(fn, q, k, v, mask, repeats=5):
+def rel(a, b):
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def check(shapes) -> bool:
+    ok = True
+    for (bsz, heads, n, d), dtype, tol in shapes:
+        torch.manual_seed(n)
+        q, k, v = (torch.randn(bsz, heads, n, d, device="cuda").to(dtype).requires_grad_() for _ in range(3))
+        mask = torch.ones(bsz, n, dtype=torch.bool, device="cuda")
+        mask[0, n // 3:] = False
+        out = nt.nala_triton(q, k, v, mask)
+        g = torch.randn_like(out)
+        out.backward(g)
+        q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
+        ref = nala_linear(*nala_feature_maps(q64, k64), v64, mask)
+        ref.backward(g.double())
+        errs = [rel(out, ref)] + [rel(a.grad, b.grad) for a, b in zip((q, k, v), (q64, k64, v64), strict=True)]
+        good = max(errs) < tol
+        ok &= good
+        print(f"check {str((bsz, heads, n, d)):22s} {str(dtype):15s} rel err out/dq/dk/dv "
+              + " ".join(f"{e:.1e}" for e in errs) + f"  (< {tol:g}: {'PASS' if good else 'FAIL'})", flush=True)
+    return ok
+
+
+def timed(fn, q, k, v, mask, train=True, repeats=10):
     g = torch.randn_like(q)
-    for _ in range(2):
-        out = fn(q, k, v, mask)
-        torch.autograd.backward(out, g.to(out.dtype))
+    for _ in range(3):
+        if train:
+            torch.autograd.backward(fn(q, k, v, mask), g)
+        else:
+            with torch.no_grad():
+                fn(q, k, v, mask)
     torch.cuda.synchronize()
+    q.grad = k.grad = v.grad = None
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
         start.record()
-        out = fn(q, k, v, mask)
-        torch.autograd.backward(out, g.to(out.dtype))
+        if train:
+            q.grad = k.grad = v.grad = None
+            torch.autograd.backward(fn(q, k, v, mask), g)
+        else:
+            with torch.no_grad():
+                fn(q, k, v, mask)
         end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2], (torch.cuda.max_memory_allocated() - base) / 2**20
+    torch.cuda.synchronize()
+    times = sorted(s.elapsed_time(e) for s, e in events)
+    return times[len(times) // 2], (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lengths", default="1024,4096,16384,65536")
+    ap.add_argument("--tune", action="store_true")
+    args = ap.parse_args()
+    print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
+    ok = check([((2, 4, 1000, 64), torch.bfloat16, 1e-2), ((2, 4, 1000, 64), torch.float32, 1e-5),
+                ((1, 2, 4097, 32), torch.float32, 1e-5), ((3, 2, 333, 128), torch.bfloat16, 1e-2),
+                ((1, 8, 16384, 64), torch.bfloat16, 1e-2)])
+    src = torch.empty(1 << 28, device="cuda")
+    copy_ms, _ = timed(lambda s, dst, *_: dst.copy_(s), src, torch.empty_like(src), src, None, train=False)
+    copy_gbps = 2 * src.numel() * 4 / copy_ms / 1e6
+    del src
+    print(f"copy bandwidth {copy_gbps:.0f} GB/s", flush=True)
     tokens, heads, d = 1 << 20, 8, 64
-    for n in [int(a) for a in (sys.argv[1:] or ["1024", "16384"])]:
+    tensor_bytes = tokens * heads * d * 2
+    for n in [int(x) for x in args.lengths.split(",")]:
         b = tokens // n
         q, k, v = (torch.randn(b, heads, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
                    for _ in range(3))
         mask = torch.ones(b, n, dtype=torch.bool, device="cuda")
-        cases = [("elu_plain", elu_plain, {}), ("released_fp32", released, {})]
-        for compile_on in (True, False):
-            for chunk in (1 << 24, 1 << 26, 1 << 28):
-                cases.append((f"fused compile={compile_on} chunk=2^{chunk.bit_length() - 1}", fused.nala_fused,
-                              {"COMPILE": compile_on, "CHUNK_ELEMENTS": chunk}))
-        for name, fn, attrs in cases:
-            for a, val in attrs.items():
-                setattr(fused, a, val)
-            t0 = time.perf_counter()
-            try:
-                ms, mb = timed(fn, q, k, v, mask)
-                print(f"N={n:6d} {name:34s} {ms:9.2f} ms {mb:9.0f} MB  (incl. warm-up {time.perf_counter() - t0:.1f}s)",
+        cases = [("nala_triton", nt.nala_triton), ("elu_plain", elu_plain)]
+        if n == 16384:
+            cases += [("sdpa_flash", sdpa_flash), ("nala_fused_torch", fused.nala_fused)]
+        for name, fn in cases:
+            for train in (True, False):
+                ms, mb = timed(fn, q, k, v, mask, train=train)
+                bw = ""
+                if name == "nala_triton":
+                    gbps = (12 if train else 4) * tensor_bytes / ms / 1e6
+                    bw = f"  {gbps:6.0f} GB/s ({100 * gbps / copy_gbps:.0f}% of copy)"
+                print(f"N={n:6d} {name:18s} {'fwd+bwd' if train else 'fwd    '} {ms:8.2f} ms {mb:8.0f} MB{bw}",
                       flush=True)
-            except torch.cuda.OutOfMemoryError:
-                print(f"N={n:6d} {name:34s} OOM", flush=True)
-            q.grad = k.grad = v.grad = None
-            torch.cuda.empty_cache()
-    return 0
+        if args.tune and n == 16384:
+            for block in (32, 64, 128):
+                for rows in (256, 1024, 4096):
+                    nt.BLOCK_ROWS, nt.ROWS_PER_PROGRAM = block, rows
+                    try:
+                        ms, mb = timed(nt.nala_triton, q, k, v, mask)
+                        print(f"tune N={n} BLOCK_ROWS={block:3d} ROWS_PER_PROGRAM={rows:5d} {ms:8.2f} ms", flush=True)
+                    except Exception as err:  # noqa: BLE001 - a config that does not compile is a result
+                        print(f"tune N={n} BLOCK_ROWS={block} ROWS_PER_PROGRAM={rows} failed: {err!s:.120}")
+            nt.BLOCK_ROWS, nt.ROWS_PER_PROGRAM = 64, 1024
+        del q, k, v
+        torch.cuda.empty_cache()
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Without a GPU, Triton kernels (attention_zoo/nala_triton.py) run under Triton's interpreter; the variable is read
+# when the kernels are defined, so it is set before any test module imports attention_zoo.
+if not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidia0").exists():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
     """The config run.py would get for these command-line overrides, writing into tmp_path."""

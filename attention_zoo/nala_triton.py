@@ -1,0 +1,374 @@
+"""NaLaFormer's GPU kernels in Triton: the same math as :mod:`attention_zoo.nala_fused`, without ever writing the
+2d-wide feature maps to memory.
+
+Why: the feature maps (phi_q, phi_k and their RoPE rotations) are 2d wide and fp32; in PyTorch every element-wise
+step reads and writes them, so the fused autograd version spends its time moving ~100 GiB per step at 2^20 tokens
+(``docs/nala-kernel-notes.md``). Here each kernel reads a block of rows of q, k or v (bf16), forms the features in
+registers and feeds them straight into ``tl.dot``. Two facts keep it cheap:
+
+* sign split: of ``relu(x)`` and ``relu(-x)`` exactly one is non-zero, so one power per element gives both halves;
+* RoPE over the 2d-wide feature rotates pairs ``(i, i + d)``, which are the (positive, negative) halves of the same
+  input element: the rotation mixes two d-wide tiles that live in the same registers.
+
+Four kernels, each one pass over its rows (per head; ``c`` = number of valid keys, R = RoPE):
+
+* ``_state``   (keys):    S = (R phi_k)^T V / c (2d x d) and kbar = sum phi_k / c, partial sums per row split;
+* ``_output``  (queries): o = (R phi_q) S / (phi_q . kbar + eps), and the normaliser ``den`` for the backward;
+* ``_grad_q``  (queries): dq, and the partial sums dS = (R phi_q)^T (dO / den) and dkbar = phi_q^T dden;
+* ``_grad_kv`` (keys):    dk, dv from dS and dkbar.
+
+Bytes per forward + backward: q, k, v read twice, o and dO read once, o, dq, dk, dv written once: 12 passes over a
+(tokens x heads x d) bf16 tensor. Products run in the input precision (bf16, or fp32 with IEEE accumulation, never
+tf32) with fp32 accumulation; the feature maps, their derivatives and the normaliser are fp32, as the released code.
+
+Supported: head_dim a power of two in [16, 128], fp16/bf16/fp32, the sign split on (``sign_split=False`` and fp64
+go to :mod:`attention_zoo.nala_fused`). Tests run these kernels on the CPU through Triton's interpreter
+(``TRITON_INTERPRET=1``) and compare them with ``nala_linear``; the GPU checks are in ``scripts/nala_kernel_probe.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU installs without Triton: nala_fused is used instead
+    triton = None
+
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+BLOCK_ROWS = 64  # rows of q/k/v per step of a kernel
+ROWS_PER_PROGRAM = 1024  # map kernels (output, grad_kv): rows per program, so the (2d x d) state is loaded rarely
+SPLITS: int | None = None  # row splits of the reduction kernels; None = enough programs to fill the GPU
+
+
+def available() -> bool:
+    return triton is not None
+
+
+def supports(q: torch.Tensor, sign_split: bool) -> bool:
+    """Whether these kernels handle this input (else the caller uses nala_fused)."""
+    d = q.shape[-1]
+    return (triton is not None and sign_split and (q.is_cuda or INTERPRET) and 16 <= d <= 128 and d & (d - 1) == 0
+            and q.dtype in (torch.float16, torch.bfloat16, torch.float32))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _load_rows(ptr, b, h, sb, sh, sn, rows, cols, valid):
+        return tl.load(ptr + b * sb + h * sh + rows[:, None] * sn + cols[None, :], mask=valid[:, None],
+                       other=0.0).to(tl.float32)
+
+    @triton.jit
+    def _store_rows(ptr, x, b, h, sb, sh, sn, rows, cols, valid):
+        tl.store(ptr + b * sb + h * sh + rows[:, None] * sn + cols[None, :], x.to(ptr.dtype.element_ty),
+                 mask=valid[:, None])
+
+    @triton.jit
+    def _q_features(q, norm_eps, fixed_power, NORM_AWARE: tl.constexpr):
+        """phi_q as its two halves (pos, neg), plus what the backward needs: u = |q|/n, f = u^p, n, p, dp/dn."""
+        norm = tl.sqrt(tl.sum(q * q, axis=1))
+        n = tl.maximum(norm, norm_eps)
+        if NORM_AWARE:
+            t = 1.0 - 2.0 / (tl.exp(2.0 * n) + 1.0)  # tanh(n), n >= 0
+            p = 3.0 * (0.5 + t)
+            dp_dn = 3.0 * (1.0 - t * t)
+        else:
+            p = tl.zeros_like(n) + fixed_power
+            dp_dn = tl.zeros_like(n)
+        u = tl.abs(q) / n[:, None]
+        log_u = tl.log2(tl.where(u > 0, u, 1.0))
+        f = tl.where(u > 0, tl.exp2(p[:, None] * log_u), 0.0)
+        pos = tl.where(q > 0, f, 0.0)
+        neg = tl.where(q < 0, f, 0.0)
+        return pos, neg, u, f, log_u, norm, n, p, dp_dn
+
+    @triton.jit
+    def _k_features(k, keep):
+        k3 = k * k * k * keep[:, None]
+        return tl.maximum(k3, 0.0), tl.maximum(-k3, 0.0)
+
+    @triton.jit
+    def _rotate(x1, x2, cos, sin, ROPE: tl.constexpr):
+        """RoPE on the 2d-wide feature (x1 | x2): pairs (i, i + d)."""
+        if ROPE:
+            return x1 * cos - x2 * sin, x2 * cos + x1 * sin
+        return x1, x2
+
+    @triton.jit
+    def _rotate_back(g1, g2, cos, sin, ROPE: tl.constexpr):
+        """The transpose (inverse) of _rotate, for gradients."""
+        if ROPE:
+            return g1 * cos + g2 * sin, g2 * cos - g1 * sin
+        return g1, g2
+
+    @triton.jit
+    def _state(K, V, KEEP, COS, SIN, S_PART, KB_PART, H, N, skb, skh, skn, svb, svh, svn,
+               ROWS_PER_SPLIT: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+               DOT: tl.constexpr, PREC: tl.constexpr):
+        bh, split = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        cols = tl.arange(0, D)
+        s1 = tl.zeros((D, D), tl.float32)
+        s2 = tl.zeros((D, D), tl.float32)
+        kb1 = tl.zeros((D,), tl.float32)
+        kb2 = tl.zeros((D,), tl.float32)
+        for i in range(0, ROWS_PER_SPLIT, BLOCK):
+            rows = split * ROWS_PER_SPLIT + i + tl.arange(0, BLOCK)
+            valid = rows < N
+            keep = tl.load(KEEP + b * N + rows, mask=valid, other=0.0)
+            pos, neg = _k_features(_load_rows(K, b, h, skb, skh, skn, rows, cols, valid), keep)
+            v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
+            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
+            vd = v.to(DOT)
+            s1 += tl.dot(tl.trans(r1.to(DOT)), vd, input_precision=PREC)
+            s2 += tl.dot(tl.trans(r2.to(DOT)), vd, input_precision=PREC)
+            kb1 += tl.sum(pos, axis=0)
+            kb2 += tl.sum(neg, axis=0)
+        base = (bh * tl.num_programs(1) + split) * 2 * D
+        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
+        tl.store(S_PART + base * D + sq, s1)
+        tl.store(S_PART + (base + D) * D + sq, s2)
+        tl.store(KB_PART + base + cols, kb1)
+        tl.store(KB_PART + base + D + cols, kb2)
+
+    @triton.jit
+    def _output(Q, S, KB, COS, SIN, O, DEN, H, N, norm_eps, denom_eps, fixed_power, sqb, sqh, sqn, sob, soh, son,
+                ROWS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+        bh, part = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        cols = tl.arange(0, D)
+        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
+        s1 = tl.load(S + bh * 2 * D * D + sq).to(DOT)
+        s2 = tl.load(S + (bh * 2 + 1) * D * D + sq).to(DOT)
+        kb1 = tl.load(KB + bh * 2 * D + cols)
+        kb2 = tl.load(KB + bh * 2 * D + D + cols)
+        for i in range(0, ROWS, BLOCK):
+            rows = part * ROWS + i + tl.arange(0, BLOCK)
+            valid = rows < N
+            q = _load_rows(Q, b, h, sqb, sqh, sqn, rows, cols, valid)
+            pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
+            den = tl.sum(pos * kb1[None, :] + neg * kb2[None, :], axis=1) + denom_eps
+            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
+            num = tl.dot(a1.to(DOT), s1, input_precision=PREC) + tl.dot(a2.to(DOT), s2, input_precision=PREC)
+            _store_rows(O, num / den[:, None], b, h, sob, soh, son, rows, cols, valid)
+            tl.store(DEN + bh * N + rows, den, mask=valid)
+
+    @triton.jit
+    def _grad_q(Q, O, DO, S, KB, DEN, COS, SIN, DQ, DS_PART, DKB_PART, H, N, norm_eps, fixed_power,
+                sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, sdb, sdh, sdn,
+                ROWS_PER_SPLIT: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+        bh, split = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        cols = tl.arange(0, D)
+        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
+        s1 = tl.load(S + bh * 2 * D * D + sq).to(DOT)
+        s2 = tl.load(S + (bh * 2 + 1) * D * D + sq).to(DOT)
+        kb1 = tl.load(KB + bh * 2 * D + cols)
+        kb2 = tl.load(KB + bh * 2 * D + D + cols)
+        ds1 = tl.zeros((D, D), tl.float32)
+        ds2 = tl.zeros((D, D), tl.float32)
+        dkb1 = tl.zeros((D,), tl.float32)
+        dkb2 = tl.zeros((D,), tl.float32)
+        for i in range(0, ROWS_PER_SPLIT, BLOCK):
+            rows = split * ROWS_PER_SPLIT + i + tl.arange(0, BLOCK)
+            valid = rows < N
+            q = _load_rows(Q, b, h, sqb, sqh, sqn, rows, cols, valid)
+            o = _load_rows(O, b, h, sob, soh, son, rows, cols, valid)
+            g = _load_rows(DO, b, h, sgb, sgh, sgn, rows, cols, valid)
+            den = tl.load(DEN + bh * N + rows, mask=valid, other=1.0)
+            pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
+            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
+            d_num = g / den[:, None]
+            d_den = -tl.sum(g * o, axis=1) / den
+            d_num_dot = d_num.to(DOT)
+            ds1 += tl.dot(tl.trans(a1.to(DOT)), d_num_dot, input_precision=PREC)
+            ds2 += tl.dot(tl.trans(a2.to(DOT)), d_num_dot, input_precision=PREC)
+            dkb1 += tl.sum(pos * d_den[:, None], axis=0)
+            dkb2 += tl.sum(neg * d_den[:, None], axis=0)
+            da1 = tl.dot(d_num_dot, tl.trans(s1), input_precision=PREC)
+            da2 = tl.dot(d_num_dot, tl.trans(s2), input_precision=PREC)
+            g1, g2 = _rotate_back(da1, da2, cos, sin, ROPE)
+            g1 += d_den[:, None] * kb1[None, :]
+            g2 += d_den[:, None] * kb2[None, :]
+            # Only the non-zero half of each element's feature pair carries a gradient into q.
+            g_f = tl.where(q > 0, g1, tl.where(q < 0, g2, 0.0))
+            sign = tl.where(q > 0, 1.0, -1.0)
+            u_pm1 = tl.where(u > 0, tl.exp2((p[:, None] - 1.0) * log_u), 0.0)
+            direct = g_f * sign * p[:, None] * u_pm1 / n[:, None]
+            ln_u = log_u * 0.6931471805599453
+            through_n = tl.sum(g_f * (-p[:, None] * f / n[:, None] + f * ln_u * dp_dn[:, None]), axis=1)
+            dn_dq = tl.where(norm[:, None] > norm_eps, q / tl.maximum(norm, norm_eps)[:, None], 0.0)
+            _store_rows(DQ, direct + through_n[:, None] * dn_dq, b, h, sdb, sdh, sdn, rows, cols, valid)
+        base = (bh * tl.num_programs(1) + split) * 2 * D
+        tl.store(DS_PART + base * D + sq, ds1)
+        tl.store(DS_PART + (base + D) * D + sq, ds2)
+        tl.store(DKB_PART + base + cols, dkb1)
+        tl.store(DKB_PART + base + D + cols, dkb2)
+
+    @triton.jit
+    def _grad_kv(K, V, KEEP, DS, DKB, COS, SIN, DK, DV, H, N, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
+                 ROWS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
+                 PREC: tl.constexpr):
+        """DS and DKB arrive divided by the number of valid keys."""
+        bh, part = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        cols = tl.arange(0, D)
+        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
+        ds1 = tl.load(DS + bh * 2 * D * D + sq).to(DOT)
+        ds2 = tl.load(DS + (bh * 2 + 1) * D * D + sq).to(DOT)
+        dkb1 = tl.load(DKB + bh * 2 * D + cols)
+        dkb2 = tl.load(DKB + bh * 2 * D + D + cols)
+        for i in range(0, ROWS, BLOCK):
+            rows = part * ROWS + i + tl.arange(0, BLOCK)
+            valid = rows < N
+            keep = tl.load(KEEP + b * N + rows, mask=valid, other=0.0)
+            k = _load_rows(K, b, h, skb, skh, skn, rows, cols, valid)
+            pos, neg = _k_features(k, keep)
+            v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
+            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
+            dv = tl.dot(r1.to(DOT), ds1, input_precision=PREC) + tl.dot(r2.to(DOT), ds2, input_precision=PREC)
+            _store_rows(DV, dv * keep[:, None], b, h, sdb, sdh, sdn, rows, cols, valid)
+            vd = v.to(DOT)
+            dr1 = tl.dot(vd, tl.trans(ds1), input_precision=PREC)
+            dr2 = tl.dot(vd, tl.trans(ds2), input_precision=PREC)
+            g1, g2 = _rotate_back(dr1, dr2, cos, sin, ROPE)
+            g1 = (g1 + dkb1[None, :]) * keep[:, None]
+            g2 = (g2 + dkb2[None, :]) * keep[:, None]
+            # k^3 > 0 exactly where k > 0; the masked k3 is 0 where keep is 0, and so is g.
+            dk = 3.0 * k * k * tl.where(k > 0, g1, tl.where(k < 0, -g2, 0.0))
+            _store_rows(DK, dk, b, h, sdb, sdh, sdn, rows, cols, valid)
+
+
+@functools.lru_cache(maxsize=16)
+def _rope_tables(n: int, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (n, d) of the angles that ``attention_zoo.rope.apply_rope`` uses on a 2d-wide feature (computed in
+    float64 there too, so long positions lose nothing to fp32 angle arithmetic)."""
+    from attention_zoo.rope import rope_angles
+
+    cos, sin = rope_angles(n, 2 * d, device)
+    return cos[:, :d].float().contiguous(), sin[:, :d].float().contiguous()
+
+
+def _pow2(x: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(1, x))))
+
+
+def _rows_per_program(n: int) -> int:
+    """Rows one program of a map kernel covers: a power of two (loop bounds are compile-time constants, so few
+    distinct values means few compilations when batches of different lengths arrive)."""
+    return max(BLOCK_ROWS, min(ROWS_PER_PROGRAM, _pow2(n)))
+
+
+def _split_rows(bh: int, n: int, device: torch.device) -> int:
+    """Rows per program of the reduction kernels (a power of two): enough programs (bh x splits) for ~4 per SM."""
+    if SPLITS is not None:
+        return max(BLOCK_ROWS, _pow2(math.ceil(n / SPLITS)))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count if device.type == "cuda" else 1
+    splits = max(1, min(math.ceil(4 * sms / bh), math.ceil(n / (4 * BLOCK_ROWS))))
+    return max(BLOCK_ROWS, _pow2(math.ceil(n / splits)))
+
+
+def _strides(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """(B, H, N, d) with unit stride on d (a view from 'b n (h d) -> b h n d' qualifies, no copy)."""
+    if x.stride(-1) != 1:
+        x = x.contiguous()
+    return x, (x.stride(0), x.stride(1), x.stride(2))
+
+
+def _dot_dtype(dtype: torch.dtype):
+    """Matrix products in the input precision; fp32 under the interpreter, whose bf16/fp16 ``tl.dot`` is wrong
+    (Triton 3.6: it multiplies the raw 16-bit patterns), so CPU tests cover everything but the rounding to bf16."""
+    if INTERPRET:
+        return tl.float32
+    return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}[dtype]
+
+
+def _meta(q: torch.Tensor, rope: bool) -> dict:
+    d = q.shape[-1]
+    return dict(D=d, BLOCK=BLOCK_ROWS, ROPE=rope, DOT=_dot_dtype(q.dtype),
+                PREC="ieee" if q.dtype == torch.float32 or INTERPRET else "tf32", num_warps=4 if d <= 64 else 8)
+
+
+class NaLaTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, mask, rope: bool, denom_eps: float, norm_aware: bool, fixed_power: float, eps: float):
+        bsz, heads, n, d = q.shape
+        q, sq = _strides(q)
+        k, sk = _strides(k)
+        v, sv = _strides(v)
+        keep = mask.to(torch.float32).contiguous()
+        count = keep.sum(dim=1).clamp_min(1.0)  # (B,) valid keys; an all-padding row gives 0, not 0/0
+        cos, sin = _rope_tables(n, d, q.device)
+        bh, meta = bsz * heads, _meta(q, rope)
+        rows_per_split = _split_rows(bh, n, q.device)
+        splits = math.ceil(n / rows_per_split)
+        s_part = torch.empty(bh, splits, 2 * d, d, device=q.device, dtype=torch.float32)
+        kb_part = torch.empty(bh, splits, 2 * d, device=q.device, dtype=torch.float32)
+        _state[(bh, splits)](k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv, ROWS_PER_SPLIT=rows_per_split,
+                             **meta)
+        per_head = count.repeat_interleave(heads)[:, None, None]
+        state = (s_part.sum(1) / per_head).contiguous()  # (BH, 2d, d)
+        k_mean = (kb_part.sum(1) / per_head[..., 0]).contiguous()  # (BH, 2d)
+        out = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
+        den = torch.empty(bh, n, device=q.device, dtype=torch.float32)
+        rows = _rows_per_program(n)
+        _output[(bh, math.ceil(n / rows))](
+            q, state, k_mean, cos, sin, out, den, heads, n, eps, denom_eps, fixed_power, *sq, *out.stride()[:3],
+            ROWS=rows, NORM_AWARE=norm_aware, **meta)
+        ctx.save_for_backward(q, k, v, keep, count, out, state, k_mean, den)
+        ctx.opts = (rope, norm_aware, fixed_power, eps)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, keep, count, out, state, k_mean, den = ctx.saved_tensors
+        rope, norm_aware, fixed_power, eps = ctx.opts
+        bsz, heads, n, d = q.shape
+        grad_out, sg = _strides(grad_out)
+        cos, sin = _rope_tables(n, d, q.device)
+        bh, meta = bsz * heads, _meta(q, rope)
+        rows_per_split = _split_rows(bh, n, q.device)
+        splits = math.ceil(n / rows_per_split)
+        dq = torch.empty(bsz, heads, n, d, device=q.device, dtype=q.dtype)
+        ds_part = torch.empty(bh, splits, 2 * d, d, device=q.device, dtype=torch.float32)
+        dkb_part = torch.empty(bh, splits, 2 * d, device=q.device, dtype=torch.float32)
+        _grad_q[(bh, splits)](
+            q, out, grad_out, state, k_mean, den, cos, sin, dq, ds_part, dkb_part, heads, n, eps, fixed_power,
+            *q.stride()[:3], *out.stride()[:3], *sg, *dq.stride()[:3], ROWS_PER_SPLIT=rows_per_split,
+            NORM_AWARE=norm_aware, **meta)
+        per_head = count.repeat_interleave(heads)[:, None, None]
+        d_state = (ds_part.sum(1) / per_head).contiguous()
+        d_k_mean = (dkb_part.sum(1) / per_head[..., 0]).contiguous()
+        dk = torch.empty(bsz, heads, n, d, device=q.device, dtype=k.dtype)
+        dv = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
+        rows = _rows_per_program(n)
+        _grad_kv[(bh, math.ceil(n / rows))](
+            k, v, keep, d_state, d_k_mean, cos, sin, dk, dv, heads, n, *k.stride()[:3], *v.stride()[:3],
+            *dk.stride()[:3], ROWS=rows, **meta)
+        return dq, dk, dv, None, None, None, None, None, None
+
+
+def nala_triton(q, k, v, mask, rope: bool = True, denom_eps: float = 1e-6, norm_aware: bool = True,
+                sign_split: bool = True, fixed_power: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+    """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_fused``."""
+    if not supports(q, sign_split):
+        raise ValueError(f"the Triton NaLa kernels need Triton, CUDA (or TRITON_INTERPRET=1), sign_split=True, "
+                         f"head_dim a power of two in [16, 128] and fp16/bf16/fp32; got head_dim {q.shape[-1]}, "
+                         f"{q.dtype}, device {q.device}, sign_split={sign_split}; use attention.impl=fused")
+    return NaLaTriton.apply(q, k, v, mask, rope, denom_eps, norm_aware, fixed_power, eps)
