@@ -33,9 +33,21 @@ for stage in $STAGES; do
     /usr/bin/time -f "pathfinder wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
       --num-images "${PF_IMAGES:-200000}" --workers "$(nproc)" | tail -3
     ;;
+  probe)
+    echo "== [$(elapsed)s] NaLa kernel probe (correctness on the GPU, then speed)"
+    timeout "${PROBE_TIMEOUT:-240}" python3 scripts/nala_kernel_probe.py ${PROBE_ARGS:-} 2>&1 | tee "$OUT/probe.txt"
+    ;;
   bench)
-    echo "== [$(elapsed)s] bench"
-    timeout "${BENCH_TIMEOUT:-260}" python3 -m lra.bench --budget-seconds "${BENCH_BUDGET:-220}" --out "$OUT/bench.csv"
+    # Rows merge into a copy of the committed results/bench/<device>.csv (same key replaced, others kept).
+    echo "== [$(elapsed)s] bench ${BENCH_ARGS:-}"
+    mkdir -p "$OUT/bench"; cp -n results/bench/*.csv "$OUT/bench/" 2>/dev/null
+    timeout "${BENCH_TIMEOUT:-260}" python3 -m lra.bench --budget-seconds "${BENCH_BUDGET:-220}" --out "$OUT/bench" \
+      ${BENCH_ARGS:-}
+    ;;
+  bench2)
+    echo "== [$(elapsed)s] bench ${BENCH2_ARGS:-}"
+    timeout "${BENCH2_TIMEOUT:-200}" python3 -m lra.bench --budget-seconds "${BENCH2_BUDGET:-160}" --out "$OUT/bench" \
+      ${BENCH2_ARGS:-}
     ;;
   throughput)
     echo "== [$(elapsed)s] throughput"
