@@ -60,7 +60,7 @@ for stage in $STAGES; do
   pruns)
     # Many small runs at once: a 2-layer LRA-lite model leaves the GPU idle most of each step (launch-bound), so
     # PER_GPU runs share each GPU. Each run logs to $OUT/logs/; rows go to $OUT/runs.jsonl (appends are locked).
-    ngpu=$(nvidia-smi -L | wc -l); per=${PER_GPU:-4}; i=0; mkdir -p "$OUT/logs"
+    ngpu=$(nvidia-smi -L | wc -l); per=${PER_GPU:-4}; i=0; pids=(); mkdir -p "$OUT/logs"
     echo "== [$(elapsed)s] parallel runs: $ngpu GPUs x $per"
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed <<<"$spec"
@@ -71,14 +71,14 @@ for stage in $STAGES; do
           seed=$seed experiment=lra_lite data_dir=$DATA results_dir="$OUT" checkpoint_dir=/tmp/ckpt num_workers=2 \
           trainer.enable_progress_bar=false ${RUN_EXTRA:-} >"$OUT/logs/$task-$att-$seed.log" 2>&1
         echo "== [$(elapsed)s] $spec rc=$? $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
-      i=$((i + 1))
+      pids+=($!); i=$((i + 1))
     done
-    wait
+    wait "${pids[@]}"  # not a bare `wait`: that would also wait for the `tee` behind `exec > >(...)`, forever
     ;;
   scaling)
     # Issue 9: the same ListOps lra_lite run on 1 GPU and on 2 GPUs with DDP at the same global batch (32 = 2 x 16),
     # one after the other so neither shares the machine. Rows go to $OUT/scaling/runs.jsonl.
-    for spec in ${SCALING:-"1:32 2:16"}; do
+    for spec in ${SCALING:-1:32 2:16}; do
       IFS=: read -r ndev batch <<<"$spec"
       echo "== [$(elapsed)s] scaling: $ndev GPU(s), batch $batch per GPU"
       extra="trainer.devices=$ndev"; [ "$ndev" -gt 1 ] && extra="trainer=ddp trainer.devices=$ndev"
