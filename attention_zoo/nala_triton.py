@@ -21,7 +21,8 @@ Bytes per forward + backward: q, k, v read twice, o and dO read once, o, dq, dk,
 (tokens x heads x d) bf16 tensor. Products run in the input precision (bf16, or fp32 with IEEE accumulation, never
 tf32) with fp32 accumulation; the feature maps, their derivatives and the normaliser are fp32, as the released code.
 
-Supported: head_dim a power of two in [16, 128], fp16/bf16/fp32, the sign split on (``sign_split=False`` and fp64
+Supported: head_dim a power of two in [16, 64] (at 128 the output kernel needs more shared memory than an H200
+has, 244 KB of 227 KB: not tuned yet), fp16/bf16/fp32, the sign split on (``sign_split=False`` and fp64
 go to :mod:`attention_zoo.nala_fused`). Tests run these kernels on the CPU through Triton's interpreter
 (``TRITON_INTERPRET=1``) and compare them with ``nala_linear``; the GPU checks are in ``scripts/nala_kernel_probe.py``.
 """
@@ -41,8 +42,9 @@ except ImportError:  # CPU installs without Triton: nala_fused is used instead
     triton = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-BLOCK_ROWS = 64  # rows of q/k/v per step of a kernel
+BLOCK_ROWS = 32  # rows of q/k/v per step of a kernel (H200, 16K: 32 -> 20.4 ms, 64 -> 25.6 ms fwd+bwd)
 ROWS_PER_PROGRAM = 1024  # map kernels (output, grad_kv): rows per program, so the (2d x d) state is loaded rarely
+NUM_WARPS = 4
 SPLITS: int | None = None  # row splits of the reduction kernels; None = enough programs to fill the GPU
 
 
@@ -53,7 +55,7 @@ def available() -> bool:
 def supports(q: torch.Tensor, sign_split: bool) -> bool:
     """Whether these kernels handle this input (else the caller uses nala_fused)."""
     d = q.shape[-1]
-    return (triton is not None and sign_split and (q.is_cuda or INTERPRET) and 16 <= d <= 128 and d & (d - 1) == 0
+    return (triton is not None and sign_split and (q.is_cuda or INTERPRET) and 16 <= d <= 64 and d & (d - 1) == 0
             and q.dtype in (torch.float16, torch.bfloat16, torch.float32))
 
 
@@ -302,7 +304,7 @@ def _dot_dtype(dtype: torch.dtype):
 def _meta(q: torch.Tensor, rope: bool) -> dict:
     d = q.shape[-1]
     return dict(D=d, BLOCK=BLOCK_ROWS, ROPE=rope, DOT=_dot_dtype(q.dtype),
-                PREC="ieee" if q.dtype == torch.float32 or INTERPRET else "tf32", num_warps=4 if d <= 64 else 8)
+                PREC="ieee" if q.dtype == torch.float32 or INTERPRET else "tf32", num_warps=NUM_WARPS)
 
 
 class NaLaTriton(torch.autograd.Function):
@@ -369,6 +371,6 @@ def nala_triton(q, k, v, mask, rope: bool = True, denom_eps: float = 1e-6, norm_
     """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_fused``."""
     if not supports(q, sign_split):
         raise ValueError(f"the Triton NaLa kernels need Triton, CUDA (or TRITON_INTERPRET=1), sign_split=True, "
-                         f"head_dim a power of two in [16, 128] and fp16/bf16/fp32; got head_dim {q.shape[-1]}, "
+                         f"head_dim a power of two in [16, 64] and fp16/bf16/fp32; got head_dim {q.shape[-1]}, "
                          f"{q.dtype}, device {q.device}, sign_split={sign_split}; use attention.impl=fused")
     return NaLaTriton.apply(q, k, v, mask, rope, denom_eps, norm_aware, fixed_power, eps)

@@ -395,10 +395,14 @@ def _key(row: dict[str, Any] | pd.Series) -> tuple[str, ...]:
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
-    """Merge ``rows`` into ``path``: same-key rows replaced, others kept; atomic (temporary file + rename)."""
-    new = pd.DataFrame(rows, columns=COLUMNS)
+    """Merge ``rows`` into ``path``: same-key rows replaced, others kept; atomic (temporary file + rename).
+    A row that was not measured (``skipped``: the budget ran out) never replaces a measured one."""
     if path.exists():
         old = pd.read_csv(path)
+        measured = {_key(r) for _, r in old.iterrows() if r["status"] != "skipped"}
+        rows = [r for r in rows if r["status"] != "skipped" or _key(r) not in measured]
+    new = pd.DataFrame(rows, columns=COLUMNS)
+    if path.exists():
         replaced = {_key(r) for r in rows}
         old = old[[_key(r) not in replaced for _, r in old.iterrows()]]
         columns = COLUMNS + [c for c in old.columns if c not in COLUMNS]

@@ -153,3 +153,22 @@ def test_bad_options_are_refused(tmp_path, capsys):
         bench.main([*SMALL, "--out", str(tmp_path), "--lengths", "4X"])
     assert bench.parse_lengths("1K,2k,4096,1K") == [1024, 2048, 4096]
     assert bench.csv_path(tmp_path, "NVIDIA H200").name == "NVIDIA_H200.csv"
+
+
+def test_a_skipped_row_never_replaces_a_measured_one(tmp_path, monkeypatch):
+    args = ("--attention", "softmax,linear", "--extra", "none", "--modes", "train", "--lengths", "32")
+    first = run_bench(tmp_path, *args)
+    assert (first["status"] == "ok").all()
+
+    def slow_case(case, *_):
+        import time
+
+        time.sleep(0.05)
+        return {"status": "ok", "error": "", "ms": 1.0, "peak_mem_mb": math.nan, "repeats": 1}
+
+    monkeypatch.setattr(bench, "run_case", slow_case)
+    again = run_bench(tmp_path, *args, "--budget-seconds", "0.01")  # softmax re-measured, linear skipped
+    rows = again.set_index("attention")
+    assert len(again) == 2 and (again["status"] == "ok").all()
+    assert rows.loc["softmax", "ms"] == 1.0  # re-measured: replaced
+    assert rows.loc["linear", "ms"] == first.set_index("attention").loc["linear", "ms"]  # kept, not "skipped"
