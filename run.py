@@ -47,8 +47,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     L.seed_everything(cfg.seed, workers=True)
 
     # data
+    # A protocol that validates on part of the split (trainer.limit_val_batches batches of the training batch size)
+    # gets the first examples of the file; the datamodule picks them, since its batches go in length order.
+    t = dict(config["trainer"])
+    val_batches = t.pop("limit_val_batches")
     data = LRADataModule(task, cfg.data_dir, task["batch_size"], seed=cfg.seed, num_workers=cfg.num_workers,
-                         cache_dir=cfg.cache_dir)
+                         cache_dir=cfg.cache_dir, eval_batch_size=task.get("eval_batch_size"),
+                         val_examples=int(val_batches * task["batch_size"]) if val_batches else None)
     splits = data.prepare()
     row["data_source"] = splits.source
     row["data"] = "synthetic" if splits.source == "synthetic" else "real"
@@ -70,7 +75,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                            enable_version_counter=False)
     timer = ThroughputMonitor()
     callbacks: list[L.Callback] = [best, last, timer]
-    t = dict(config["trainer"])
     if t.pop("compile"):  # fuses the element-wise work of the whole model; graphs are reused across steps
         model.model = torch.compile(model.model, dynamic=True)
     if t.pop("enable_progress_bar"):
@@ -121,6 +125,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 POSITIVE_INTS = {"task": ("max_len", "batch_size", "vocab_size", "num_classes"),
                  "model": ("dim", "depth", "num_heads", "mlp_dim", "head_dim"),
                  "trainer": ("max_steps", "val_check_interval")}
+OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size",), "trainer": ("limit_val_batches",)}  # or null
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -130,6 +135,11 @@ def check_config(config: dict[str, Any]) -> None:
             value = config[group].get(key)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise LRAError(f"{group}.{key}={value!r}: expected a positive integer")
+    for group, keys in OPTIONAL_POSITIVE_INTS.items():
+        for key in keys:
+            value = config[group].get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise LRAError(f"{group}.{key}={value!r}: expected a positive integer or null")
     lr = config["model"]["optim"].get("lr")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
         raise LRAError(f"model.optim.lr={lr!r}: expected a positive number")

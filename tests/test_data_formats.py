@@ -221,3 +221,56 @@ def test_pathfinder_end_to_end_from_our_generator(tmp_path, cfg_factory):
     splits = LRADataModule(dict(cfg.task), cfg.data_dir, 4, cache_dir=cfg.cache_dir).prepare()
     assert [len(splits[s].labels) for s in ("train", "val", "test")] == [160, 20, 20]
     assert 0.3 < np.asarray(splits.train.labels).mean() < 0.7
+
+
+def test_partial_validation_uses_the_first_examples_not_the_shortest(cfg_factory):
+    """limit_val_batches x batch_size examples, taken in file order (the loader's batches go in length order, so
+    Lightning's own limit would keep the shortest ones), batched by eval_batch_size."""
+    import run
+
+    cfg = cfg_factory("experiment=smoke", "trainer.limit_val_batches=3", "task.batch_size=4",
+                      "task.eval_batch_size=5")
+    seen = {}
+
+    class Spy(LRADataModule):
+        def val_dataloader(self):
+            loader = super().val_dataloader()
+            seen["batches"] = list(loader.sampler)
+            return loader
+
+    original = run.LRADataModule
+    run.LRADataModule = Spy
+    try:
+        row = run.train(cfg)
+    finally:
+        run.LRADataModule = original
+    assert row["status"] == "ok"
+    batches = seen["batches"]
+    assert sorted(i for b in batches for i in b) == list(range(12))  # 3 x 4 examples: the first twelve
+    assert [len(b) for b in batches] == [5, 5, 2]
+    splits = LRADataModule(dict(cfg.task), cfg.data_dir, 4, cache_dir=cfg.cache_dir).prepare()
+    lengths = valid_lengths(splits.val.ids)
+    assert sorted(lengths[:12]) != sorted(np.sort(lengths)[:12]) or len(set(lengths)) == 1  # not the shortest
+
+
+def test_eval_batch_size_does_not_change_the_logits(cfg_factory):
+    """Each example's logits are the same whatever batch it is evaluated in (up to float rounding: an untrained
+    model's near-ties may still flip an argmax, so accuracy is not compared)."""
+    from lra.module import LRAClassifier
+
+    cfg = cfg_factory("experiment=smoke", "model.dropout=0.0")
+    config = OmegaConf.to_container(cfg, resolve=True)
+    model = LRAClassifier.from_config(config, 10).double().eval()
+    logits = []
+    for size in (3, 64):
+        dm = LRADataModule(config["task"], cfg.data_dir, 4, cache_dir=cfg.cache_dir, eval_batch_size=size)
+        dm.setup()
+        loader = dm.val_dataloader()
+        by_index = {}
+        with torch.no_grad():
+            for index, (x, _) in zip(loader.sampler, loader, strict=True):
+                for i, row in zip(sorted(index), model(x), strict=True):
+                    by_index[i] = row
+        logits.append(torch.stack([by_index[i] for i in sorted(by_index)]))
+    assert len(logits[0]) == len(dm.prepare().val.labels)
+    torch.testing.assert_close(logits[0], logits[1])

@@ -61,6 +61,8 @@ def test_missing_data_is_a_clear_error(tmp_path):
     ("task.max_len=4k", "task.max_len='4k': expected a positive integer"),
     ("trainer.max_steps=0", "trainer.max_steps=0: expected a positive integer"),
     ("model.optim.lr=fast", "model.optim.lr='fast': expected a positive number"),
+    ("task.eval_batch_size=0", "task.eval_batch_size=0: expected a positive integer or null"),
+    ("trainer.limit_val_batches=0.5", "trainer.limit_val_batches=0.5: expected a positive integer or null"),
     ("+attention.not_an_option=1", "attention 'softmax' has no option not_an_option"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, override, message):

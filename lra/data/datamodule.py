@@ -4,6 +4,12 @@ Batches are drawn by length: each training batch comes from a shuffled pool of `
 sorted by length, and trailing columns that are padding in every row of a batch are cut off. The attention
 contract (appending padding never changes valid outputs) makes this exact, and it saves the attention cost of
 padding on ListOps, Text and Retrieval, whose lengths vary widely.
+
+Evaluation batches go in length order, so a protocol that evaluates on part of the validation split (NYS: 62
+batches of 32 on ListOps) must not simply take the first batches: those would be the shortest examples. The
+part is chosen here instead, as the first ``val_examples`` examples in file order, and then batched by length
+(``eval_batch_size`` rows a batch: evaluation keeps no activations for a backward pass, so larger batches are
+fine, and the result does not depend on them).
 """
 
 from __future__ import annotations
@@ -102,10 +108,12 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
 class LRADataModule(L.LightningDataModule):
     def __init__(self, task: dict[str, Any], data_dir: str | Path, batch_size: int, seed: int = 0,
-                 num_workers: int = 0, cache_dir: str | Path | None = None):
+                 num_workers: int = 0, cache_dir: str | Path | None = None, eval_batch_size: int | None = None,
+                 val_examples: int | None = None):
         super().__init__()
         self.task, self.data_dir, self.seed, self.cache_dir = task, data_dir, seed, cache_dir
         self.batch_size, self.num_workers = batch_size, num_workers
+        self.eval_batch_size, self.val_examples = eval_batch_size or batch_size, val_examples
         self.splits: Splits | None = None
         self._resume: dict[str, int] | None = None
 
@@ -136,8 +144,11 @@ class LRADataModule(L.LightningDataModule):
             lengths = valid_lengths(s.ids)
         else:
             lengths = np.zeros(len(s.labels), dtype=np.int64)  # stable sort keeps the file order
+        if split == "val" and self.val_examples:
+            lengths = lengths[: self.val_examples]  # a prefix: the sampler's indices stay the dataset's
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = LengthGroupedBatches(lengths, self.batch_size, shuffle, self.seed, rank=rank, world_size=world)
+        size = self.batch_size if shuffle else self.eval_batch_size
+        sampler = LengthGroupedBatches(lengths, size, shuffle, self.seed, rank=rank, world_size=world)
         if shuffle and self._resume:
             sampler.set_epoch(self._resume["epoch"])
             sampler.skip = self._resume["batches_done"]
