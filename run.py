@@ -75,8 +75,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
                            enable_version_counter=False)
     timer = ThroughputMonitor()
     callbacks: list[L.Callback] = [best, last, timer]
+    compile_mode = t.pop("compile_mode")
     if t.pop("compile"):  # fuses the element-wise work of the whole model; graphs are reused across steps
-        model.model = torch.compile(model.model, dynamic=True)
+        model.model = torch.compile(model.model, dynamic=True, mode=compile_mode)
     if t.pop("enable_progress_bar"):
         callbacks.append(RichProgressBar(refresh_rate=t.pop("progress_refresh")))
     else:

@@ -28,6 +28,10 @@ SETTINGS = {
     "bf16": ["trainer.precision=bf16-mixed", "model.optim.fused=false", "num_workers=0"],
     "bf16+fused_adamw+workers": ["trainer.precision=bf16-mixed", "num_workers=4"],
     "bf16+fused_adamw+workers+compile": ["trainer.precision=bf16-mixed", "num_workers=4", "trainer.compile=true"],
+    # Not measured yet (next GPU session): the step is launch-bound, so fewer launches should pay where fusing did not.
+    "fp32+fused_adamw": ["trainer.precision=32-true", "num_workers=0"],
+    "fp32+fused_adamw+cudagraphs": ["trainer.precision=32-true", "num_workers=0", "trainer.compile=true",
+                                    "trainer.compile_mode=reduce-overhead"],
 }
 
 

@@ -146,3 +146,18 @@ def test_resumed_run_reaches_the_same_result(cfg_factory, monkeypatch, tmp_path)
     assert resumed["resumed_from_step"] == 10
     for key in ("final_train_loss", "best_val_acc", "test_acc"):
         assert resumed[key] == straight[key], key
+
+
+def test_compile_mode_reaches_torch_compile(cfg_factory, monkeypatch):
+    """trainer.compile_mode=reduce-overhead (CUDA graphs) is what torch.compile is asked for."""
+    calls = []
+
+    def fake_compile(module, **kwargs):
+        calls.append(kwargs)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    row = run.train(cfg_factory("experiment=smoke", "trainer.max_steps=2", "trainer.compile=true",
+                                "trainer.compile_mode=reduce-overhead"))
+    assert row["status"] == "ok" and row["compile"] is True
+    assert calls == [{"dynamic": True, "mode": "reduce-overhead"}]
