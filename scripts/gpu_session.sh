@@ -9,12 +9,13 @@ export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOG="$OUT/session.log"
 exec > >(tee -a "$LOG") 2>&1
-if ls .whl/*.whl >/dev/null 2>&1; then
+if ! python3 -c "import hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then  # the GPU image lacks hydra
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site:$PWD || exit 1
 fi
 export PYTHONPATH=${PYTHONPATH:-}:$PWD
-DATA=/tmp/lra_data
+DATA=${DATA:-/tmp/lra_data}
+EXPERIMENT=${EXPERIMENT:-lra_lite}  # tests/test_gpu_session.py runs the stages on CPU with experiment=smoke
 STAGES=${STAGES:-"gen bench throughput runs"}
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
@@ -68,9 +69,10 @@ for stage in $STAGES; do
       left=$(( ${DEADLINE:-570} - $(elapsed) )); [ "$left" -gt "${RUN_TIMEOUT:-300}" ] && left=${RUN_TIMEOUT:-300}
       [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
       ( CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout "$left" python3 run.py task=$task attention=$att \
-          seed=$seed experiment=lra_lite data_dir=$DATA results_dir="$OUT" checkpoint_dir=/tmp/ckpt num_workers=2 \
-          trainer.enable_progress_bar=false ${RUN_EXTRA:-} >"$OUT/logs/$task-$att-$seed.log" 2>&1
-        echo "== [$(elapsed)s] $spec rc=$? $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
+          seed=$seed experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=${CKPT:-/tmp}/ckpt \
+          num_workers=2 trainer.enable_progress_bar=false ${RUN_EXTRA:-} >"$OUT/logs/$task-$att-$seed.log" 2>&1
+        rc=$?  # before any $(...) below, which would reset it
+        echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
       pids+=($!); i=$((i + 1))
     done
     wait "${pids[@]}"  # not a bare `wait`: that would also wait for the `tee` behind `exec > >(...)`, forever
@@ -83,18 +85,18 @@ for stage in $STAGES; do
       echo "== [$(elapsed)s] scaling: $ndev GPU(s), batch $batch per GPU"
       extra="trainer.devices=$ndev"; [ "$ndev" -gt 1 ] && extra="trainer=ddp trainer.devices=$ndev"
       /usr/bin/time -f "wall %e s" timeout "${RUN_TIMEOUT:-300}" python3 run.py task=listops \
-        attention=${SCALING_ATTENTION:-softmax} seed=0 experiment=lra_lite task.batch_size=$batch $extra data_dir=$DATA \
-        results_dir="$OUT/scaling" checkpoint_dir=/tmp/ckpt_scaling num_workers=4 trainer.enable_progress_bar=false \
-        2>&1 | grep -E "test_acc=|Error|error|wall " | tail -4
+        attention=${SCALING_ATTENTION:-softmax} seed=0 experiment=$EXPERIMENT task.batch_size=$batch $extra \
+        data_dir=$DATA results_dir="$OUT/scaling" checkpoint_dir=${CKPT:-/tmp}/ckpt_scaling num_workers=4 \
+        trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|wall " | tail -4
     done
     ;;
   runs)
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed <<<"$spec"
       echo "== [$(elapsed)s] run $task $att seed $seed"
-      timeout "${RUN_TIMEOUT:-300}" python3 run.py task=$task attention=$att seed=$seed experiment=lra_lite \
-        data_dir=$DATA results_dir="$OUT" checkpoint_dir=/tmp/ckpt num_workers=4 trainer.enable_progress_bar=false \
-        ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|resum" | tail -3
+      timeout "${RUN_TIMEOUT:-300}" python3 run.py task=$task attention=$att seed=$seed experiment=$EXPERIMENT \
+        data_dir=$DATA results_dir="$OUT" checkpoint_dir=${CKPT:-/tmp}/ckpt num_workers=4 \
+        trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|resum" | tail -3
     done
     ;;
   esac

@@ -1,0 +1,58 @@
+"""scripts/gpu_session.sh on the CPU, with a stand-in nvidia-smi: the stages the next GPU call will run finish
+(no hang), write their rows where the copy-back expects them, and parse their lists. Device time is scarce: a
+script bug found here costs seconds, found there it cost minutes (a bare `wait` hung on the log's `tee`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FAKE_SMI = """#!/usr/bin/env bash
+if [ "${1:-}" = "-L" ]; then echo "GPU 0: Stand-in"; echo "GPU 1: Stand-in"; else echo "Stand-in, 0 MiB, 0"; fi
+"""
+
+
+def session(tmp_path: Path, timeout: int = 400, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
+    (bin_dir / "nvidia-smi").chmod(0o755)
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would lose the venv
+    (bin_dir / "python3").chmod(0o755)
+    out = tmp_path / "out"
+    full_env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "CKPT": str(tmp_path),
+                "DATA": str(tmp_path / "data"), "EXPERIMENT": "smoke", **env}
+    full_env.pop("CUDA_VISIBLE_DEVICES", None)
+    res = subprocess.run(["bash", "scripts/gpu_session.sh"], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                         timeout=timeout)
+    return res, out
+
+
+def rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_parallel_runs_finish_and_land(tmp_path):
+    res, out = session(tmp_path, STAGES="pruns", RUNS="listops:softmax:0 listops:linear:1 listops:softmax:2",
+                       PER_GPU="1", RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "== done in" in res.stdout  # the stage returned: it did not wait for the log's tee
+    got = sorted((r["attention"], r["seed"], r["status"]) for r in rows(out / "runs.jsonl"))
+    assert got == [("linear", 1, "ok"), ("softmax", 0, "ok"), ("softmax", 2, "ok")]
+    assert sorted(p.name for p in (out / "logs").iterdir()) == [
+        "listops-linear-1.log", "listops-softmax-0.log", "listops-softmax-2.log"]
+    assert res.stdout.count(" rc=0 test_acc=") == 3
+
+
+def test_scaling_runs_one_then_two_devices(tmp_path):
+    res, out = session(tmp_path, STAGES="scaling",
+                       RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3 trainer.accelerator=cpu")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    got = rows(out / "scaling" / "runs.jsonl")
+    assert [(r["world_size"], r["config"]["task"]["batch_size"], r["status"]) for r in got] == [
+        (1, 32, "ok"), (2, 16, "ok")]
+    assert res.stdout.count("wall ") == 2
