@@ -84,11 +84,33 @@ def timed(fn, q, k, v, mask, train=True, repeats=10):
     return times[len(times) // 2], (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def per_kernel(q, k, v, mask, steps: int = 5) -> None:
+    """Where a forward + backward spends its device time: the four kernels, the partial-sum reductions, the rest."""
+    from torch.profiler import ProfilerActivity, profile
+
+    g = torch.randn_like(q)
+    torch.autograd.backward(nt.nala_triton(q, k, v, mask), g)  # compiled before profiling
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            q.grad = k.grad = v.grad = None
+            torch.autograd.backward(nt.nala_triton(q, k, v, mask), g)
+        torch.cuda.synchronize()
+    totals: dict[str, float] = {}
+    for event in prof.key_averages():  # self time: each kernel counted once, not again in the op that launched it
+        self_us = getattr(event, "self_device_time_total", 0.0)
+        if self_us > 0:
+            totals[event.key] = totals.get(event.key, 0.0) + self_us / 1e3 / steps
+    for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:8]:
+        print(f"per-kernel N={q.shape[2]} {name[:40]:40s} {ms:8.3f} ms per step", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="1024,4096,16384,65536")
     ap.add_argument("--tune", action="store_true")
     ap.add_argument("--quick", action="store_true", help="one correctness check instead of five")
+    ap.add_argument("--per-kernel", action="store_true", help="device time of each Triton kernel at 16K (profiler)")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     shapes = [((1, 8, 16384, 64), torch.bfloat16, 1e-2)]
@@ -120,6 +142,8 @@ def main() -> int:
                     bw = f"  {gbps:6.0f} GB/s ({100 * gbps / copy_gbps:.0f}% of copy)"
                 print(f"N={n:6d} {name:18s} {'fwd+bwd' if train else 'fwd    '} {ms:8.2f} ms {mb:8.0f} MB{bw}",
                       flush=True)
+        if args.per_kernel and n == 16384:
+            per_kernel(q, k, v, mask)
         if args.tune and n == 16384:
             for block in (32, 64, 128):
                 for warps in (4, 8):
