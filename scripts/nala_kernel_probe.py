@@ -105,12 +105,33 @@ def per_kernel(q, k, v, mask, steps: int = 5) -> None:
         print(f"per-kernel N={q.shape[2]} {name[:40]:40s} {ms:8.3f} ms per step", flush=True)
 
 
+def module_parts(bsz: int, n: int, heads: int, d: int) -> None:
+    """The whole NaLa block (projections, LePE, LayerNorm, gate) as the bench measures it, then with LePE and/or the
+    gate off: which part of the block outside the kernel costs the time."""
+    from attention_zoo.nalaformer import NaLaAttention
+
+    mask = torch.ones(bsz, n, dtype=torch.bool, device="cuda")
+    for opts in (dict(), dict(lepe=False), dict(gate=False), dict(lepe=False, gate=False)):
+        module = NaLaAttention(heads * d, heads, **opts).cuda()
+        x = torch.randn(bsz, n, heads * d, device="cuda", requires_grad=True)
+
+        def step(x_, *_, module=module):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return module(x_, mask)
+
+        ms, mb = timed(step, x, x, x, None)
+        print(f"module N={n} {str(opts) or 'default':36s} fwd+bwd {ms:8.2f} ms {mb:8.0f} MB", flush=True)
+        del module, x
+        torch.cuda.empty_cache()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="1024,4096,16384,65536")
     ap.add_argument("--tune", action="store_true")
     ap.add_argument("--quick", action="store_true", help="one correctness check instead of five")
     ap.add_argument("--per-kernel", action="store_true", help="device time of each Triton kernel at 16K (profiler)")
+    ap.add_argument("--module", action="store_true", help="the NaLa block at 16K with its parts switched off")
     args = ap.parse_args()
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     shapes = [((1, 8, 16384, 64), torch.bfloat16, 1e-2)]
@@ -144,6 +165,8 @@ def main() -> int:
                       flush=True)
         if args.per_kernel and n == 16384:
             per_kernel(q, k, v, mask)
+        if args.module and n == 16384:
+            module_parts(b, n, heads, d)
         if args.tune and n == 16384:
             for block in (32, 64, 128):
                 for warps in (4, 8):
