@@ -72,6 +72,31 @@ if triton is not None:
                  mask=valid[:, None])
 
     @triton.jit
+    def _load_rope(COS, SIN, rows, cols, valid, D: tl.constexpr):
+        offs = rows[:, None] * D + cols[None, :]
+        return (tl.load(COS + offs, mask=valid[:, None], other=0.0),
+                tl.load(SIN + offs, mask=valid[:, None], other=0.0))
+
+    @triton.jit
+    def _load_state(S, KB, bh, D: tl.constexpr, DOT: tl.constexpr):
+        """One head's (2d x d) state as its two (d x d) halves in the product precision, and its (2d) vector."""
+        cols = tl.arange(0, D)
+        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
+        return (tl.load(S + bh * 2 * D * D + sq).to(DOT), tl.load(S + (bh * 2 + 1) * D * D + sq).to(DOT),
+                tl.load(KB + bh * 2 * D + cols), tl.load(KB + bh * 2 * D + D + cols))
+
+    @triton.jit
+    def _store_partial(S_PART, KB_PART, slot, m1, m2, v1, v2, D: tl.constexpr):
+        """A program's partial sums, (2d x d) and (2d), at ``slot`` = head x splits + split (summed by the host)."""
+        cols = tl.arange(0, D)
+        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
+        base = slot * 2 * D
+        tl.store(S_PART + base * D + sq, m1)
+        tl.store(S_PART + (base + D) * D + sq, m2)
+        tl.store(KB_PART + base + cols, v1)
+        tl.store(KB_PART + base + D + cols, v2)
+
+    @triton.jit
     def _q_features(q, norm_eps, fixed_power, NORM_AWARE: tl.constexpr):
         """phi_q as its two halves (pos, neg), plus what the backward needs: u = |q|/n, f = u^p, n, p, dp/dn."""
         norm = tl.sqrt(tl.sum(q * q, axis=1))
@@ -126,20 +151,14 @@ if triton is not None:
             keep = tl.load(KEEP + b * N + rows, mask=valid, other=0.0)
             pos, neg = _k_features(_load_rows(K, b, h, skb, skh, skn, rows, cols, valid), keep)
             v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
-            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
-            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
             vd = v.to(DOT)
             s1 += tl.dot(tl.trans(r1.to(DOT)), vd, input_precision=PREC)
             s2 += tl.dot(tl.trans(r2.to(DOT)), vd, input_precision=PREC)
             kb1 += tl.sum(pos, axis=0)
             kb2 += tl.sum(neg, axis=0)
-        base = (bh * tl.num_programs(1) + split) * 2 * D
-        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
-        tl.store(S_PART + base * D + sq, s1)
-        tl.store(S_PART + (base + D) * D + sq, s2)
-        tl.store(KB_PART + base + cols, kb1)
-        tl.store(KB_PART + base + D + cols, kb2)
+        _store_partial(S_PART, KB_PART, bh * tl.num_programs(1) + split, s1, s2, kb1, kb2, D)
 
     @triton.jit
     def _output(Q, S, KB, COS, SIN, O, DEN, H, N, norm_eps, denom_eps, fixed_power, sqb, sqh, sqn, sob, soh, son,
@@ -148,19 +167,14 @@ if triton is not None:
         bh, part = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         cols = tl.arange(0, D)
-        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
-        s1 = tl.load(S + bh * 2 * D * D + sq).to(DOT)
-        s2 = tl.load(S + (bh * 2 + 1) * D * D + sq).to(DOT)
-        kb1 = tl.load(KB + bh * 2 * D + cols)
-        kb2 = tl.load(KB + bh * 2 * D + D + cols)
+        s1, s2, kb1, kb2 = _load_state(S, KB, bh, D, DOT)
         for i in range(0, ROWS, BLOCK):
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
             q = _load_rows(Q, b, h, sqb, sqh, sqn, rows, cols, valid)
             pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
             den = tl.sum(pos * kb1[None, :] + neg * kb2[None, :], axis=1) + denom_eps
-            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
-            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
             num = tl.dot(a1.to(DOT), s1, input_precision=PREC) + tl.dot(a2.to(DOT), s2, input_precision=PREC)
             _store_rows(O, num / den[:, None], b, h, sob, soh, son, rows, cols, valid)
@@ -174,11 +188,7 @@ if triton is not None:
         bh, split = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         cols = tl.arange(0, D)
-        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
-        s1 = tl.load(S + bh * 2 * D * D + sq).to(DOT)
-        s2 = tl.load(S + (bh * 2 + 1) * D * D + sq).to(DOT)
-        kb1 = tl.load(KB + bh * 2 * D + cols)
-        kb2 = tl.load(KB + bh * 2 * D + D + cols)
+        s1, s2, kb1, kb2 = _load_state(S, KB, bh, D, DOT)
         ds1 = tl.zeros((D, D), tl.float32)
         ds2 = tl.zeros((D, D), tl.float32)
         dkb1 = tl.zeros((D,), tl.float32)
@@ -191,8 +201,7 @@ if triton is not None:
             g = _load_rows(DO, b, h, sgb, sgh, sgn, rows, cols, valid)
             den = tl.load(DEN + bh * N + rows, mask=valid, other=1.0)
             pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
-            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
-            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
             d_num = g / den[:, None]
             d_den = -tl.sum(g * o, axis=1) / den
@@ -215,11 +224,7 @@ if triton is not None:
             through_n = tl.sum(g_f * (-p[:, None] * f / n[:, None] + f * ln_u * dp_dn[:, None]), axis=1)
             dn_dq = tl.where(norm[:, None] > norm_eps, q / tl.maximum(norm, norm_eps)[:, None], 0.0)
             _store_rows(DQ, direct + through_n[:, None] * dn_dq, b, h, sdb, sdh, sdn, rows, cols, valid)
-        base = (bh * tl.num_programs(1) + split) * 2 * D
-        tl.store(DS_PART + base * D + sq, ds1)
-        tl.store(DS_PART + (base + D) * D + sq, ds2)
-        tl.store(DKB_PART + base + cols, dkb1)
-        tl.store(DKB_PART + base + D + cols, dkb2)
+        _store_partial(DS_PART, DKB_PART, bh * tl.num_programs(1) + split, ds1, ds2, dkb1, dkb2, D)
 
     @triton.jit
     def _grad_kv(K, V, KEEP, DS, DKB, COS, SIN, DK, DV, H, N, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
@@ -229,11 +234,7 @@ if triton is not None:
         bh, part = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         cols = tl.arange(0, D)
-        sq = tl.arange(0, D)[:, None] * D + cols[None, :]
-        ds1 = tl.load(DS + bh * 2 * D * D + sq).to(DOT)
-        ds2 = tl.load(DS + (bh * 2 + 1) * D * D + sq).to(DOT)
-        dkb1 = tl.load(DKB + bh * 2 * D + cols)
-        dkb2 = tl.load(DKB + bh * 2 * D + D + cols)
+        ds1, ds2, dkb1, dkb2 = _load_state(DS, DKB, bh, D, DOT)
         for i in range(0, ROWS, BLOCK):
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
@@ -241,8 +242,7 @@ if triton is not None:
             k = _load_rows(K, b, h, skb, skh, skn, rows, cols, valid)
             pos, neg = _k_features(k, keep)
             v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
-            cos = tl.load(COS + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
-            sin = tl.load(SIN + rows[:, None] * D + cols[None, :], mask=valid[:, None], other=0.0)
+            cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
             dv = tl.dot(r1.to(DOT), ds1, input_precision=PREC) + tl.dot(r2.to(DOT), ds2, input_precision=PREC)
             _store_rows(DV, dv * keep[:, None], b, h, sdb, sdh, sdn, rows, cols, valid)
