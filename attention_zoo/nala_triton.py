@@ -366,6 +366,7 @@ class NaLaTriton(torch.autograd.Function):
         return dq, dk, dv, None, None, None, None, None, None
 
 
+@torch.compiler.disable  # already one fused kernel per pass; under trainer.compile the model compiles around it
 def nala_triton(q, k, v, mask, rope: bool = True, denom_eps: float = 1e-6, norm_aware: bool = True,
                 sign_split: bool = True, fixed_power: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
     """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_fused``."""

@@ -110,3 +110,17 @@ def test_unsupported_inputs_name_the_fix():
     q, k, v = qkv(1, 1, 8, 16, torch.float32)
     with pytest.raises(ValueError, match="sign_split=False"):
         nt.nala_triton(q, k, v, mask, sign_split=False)
+
+
+def test_compiled_model_calls_the_kernels_eagerly():
+    """Under torch.compile (trainer.compile=true) the Triton call is left out of the graph, not traced into."""
+    torch.manual_seed(0)
+    module = NaLaAttention(dim=32, num_heads=2, impl="triton").to(DEVICE)
+    x = torch.randn(2, 40, 32, device=DEVICE, requires_grad=True)
+    mask = torch.ones(2, 40, dtype=torch.bool, device=DEVICE)
+    expected = module(x, mask)
+    compiled = torch.compile(module, backend="eager")
+    out = compiled(x, mask)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()
+    assert torch.isfinite(x.grad).all()
