@@ -257,7 +257,7 @@ if triton is not None:
             _store_rows(DK, dk, b, h, sdb, sdh, sdn, rows, cols, valid)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=128)  # one per batch length (rounded to 64) and head size
 def _rope_tables(n: int, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin (n, d) of the angles that ``attention_zoo.rope.apply_rope`` uses on a 2d-wide feature (computed in
     float64 there too, so long positions lose nothing to fp32 angle arithmetic)."""
