@@ -3,7 +3,7 @@
 # LRA-lite training runs. Used through the workplace's device tool; outputs go to $OUT (results/ once copied back).
 #   STAGES="gen bench throughput" RUNS="listops:softmax:0 listops:nalaformer:0" bash scripts/gpu_session.sh
 # pruns: RUNS in parallel (PER_GPU per GPU), each cut at DEADLINE seconds into the call; a run cut short resumes
-# from its last checkpoint when the next call (same warm machine, same /tmp/ckpt) starts it again.
+# from its last checkpoint when a later call starts it again (see CKPT below).
 # WORKERS: loader processes per run (default 0: lite batches are small and read in place in ~0.2 ms; on the H200
 # bf16 ran 62.9 steps/s in-process vs 53.1 with 4 workers and fused AdamW together, not yet separated).
 set -uo pipefail
@@ -18,6 +18,10 @@ fi
 export PYTHONPATH=${PYTHONPATH:-}:$PWD
 DATA=${DATA:-/tmp/lra_data}
 EXPERIMENT=${EXPERIMENT:-lra_lite}  # tests/test_gpu_session.py runs the stages on CPU with experiment=smoke
+# Checkpoints live inside the repo copy (same absolute path on every machine), so a run longer than one call or one
+# session continues on a fresh machine: the end of this script copies unfinished runs' checkpoints to $OUT/ckpt;
+# put them back under checkpoints/device/ here and name that folder in the next call's carry.
+CKPT=${CKPT:-$PWD/checkpoints/device}
 STAGES=${STAGES:-"gen bench throughput runs"}
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
@@ -71,13 +75,14 @@ for stage in $STAGES; do
       left=$(( ${DEADLINE:-570} - $(elapsed) )); [ "$left" -gt "${RUN_TIMEOUT:-300}" ] && left=${RUN_TIMEOUT:-300}
       [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
       ( CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout "$left" python3 run.py task=$task attention=$att \
-          seed=$seed experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=${CKPT:-/tmp}/ckpt \
+          seed=$seed experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt \
           num_workers=${WORKERS:-0} trainer.enable_progress_bar=false ${RUN_EXTRA:-} >"$OUT/logs/$task-$att-$seed.log" 2>&1
         rc=$?  # before any $(...) below, which would reset it
         echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
       pids+=($!); i=$((i + 1))
     done
-    wait "${pids[@]}"  # not a bare `wait`: that would also wait for the `tee` behind `exec > >(...)`, forever
+    # Never a bare `wait` (nor one with an empty list): it would also wait for the log's `tee`, forever.
+    [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
     ;;
   scaling)
     # Issue 9: the same ListOps lra_lite run on 1 GPU and on 2 GPUs with DDP at the same global batch (32 = 2 x 16),
@@ -88,7 +93,7 @@ for stage in $STAGES; do
       extra="trainer.devices=$ndev"; [ "$ndev" -gt 1 ] && extra="trainer=ddp trainer.devices=$ndev"
       /usr/bin/time -f "wall %e s" timeout "${RUN_TIMEOUT:-300}" python3 run.py task=listops \
         attention=${SCALING_ATTENTION:-softmax} seed=0 experiment=$EXPERIMENT task.batch_size=$batch $extra \
-        data_dir=$DATA results_dir="$OUT/scaling" checkpoint_dir=${CKPT:-/tmp}/ckpt_scaling num_workers=${WORKERS:-0} \
+        data_dir=$DATA results_dir="$OUT/scaling" checkpoint_dir=$CKPT/ckpt_scaling num_workers=${WORKERS:-0} \
         trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|wall " | tail -4
     done
     ;;
@@ -97,10 +102,16 @@ for stage in $STAGES; do
       IFS=: read -r task att seed <<<"$spec"
       echo "== [$(elapsed)s] run $task $att seed $seed"
       timeout "${RUN_TIMEOUT:-300}" python3 run.py task=$task attention=$att seed=$seed experiment=$EXPERIMENT \
-        data_dir=$DATA results_dir="$OUT" checkpoint_dir=${CKPT:-/tmp}/ckpt num_workers=${WORKERS:-0} \
+        data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
         trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|resum" | tail -3
     done
     ;;
   esac
+done
+# Unfinished runs (a finished run deletes its last.ckpt) travel back, best.ckpt with them (the final test uses it).
+for last in "$CKPT"/*/*/last.ckpt; do
+  [ -e "$last" ] || continue
+  run_dir=$(dirname "$last"); rel=${run_dir#"$CKPT"/}
+  mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
 done
 echo "== done in $(elapsed)s"

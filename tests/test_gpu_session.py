@@ -56,3 +56,21 @@ def test_scaling_runs_one_then_two_devices(tmp_path):
     assert [(r["world_size"], r["config"]["task"]["batch_size"], r["status"]) for r in got] == [
         (1, 32, "ok"), (2, 16, "ok")]
     assert res.stdout.count("wall ") == 2
+
+
+def test_a_run_cut_by_the_deadline_sends_its_checkpoints_back(tmp_path):
+    """A run longer than the call is killed at DEADLINE; its last and best checkpoints come back under $OUT/ckpt
+    (to be carried to the next machine), while finished runs leave nothing there."""
+    res, out = session(tmp_path, STAGES="pruns", RUNS="listops:softmax:0 listops:linear:0", DEADLINE="45",
+                       RUN_EXTRA="trainer.max_steps=100000 trainer.val_check_interval=10")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert res.stdout.count(" rc=124 ") == 2  # both killed by timeout, as on the device
+    kept = sorted(p.relative_to(out / "ckpt") for p in (out / "ckpt").rglob("*.ckpt"))
+    assert [p.name for p in kept] == ["best.ckpt", "last.ckpt"] * 2
+    assert {p.parts[1].split("-s0-")[0] for p in kept} == {"listops-softmax", "listops-linear"}
+    assert not (out / "runs.jsonl").exists()  # no row for a run that did not finish
+
+
+def test_no_run_left_to_start_does_not_hang(tmp_path):
+    res, _ = session(tmp_path, timeout=120, STAGES="pruns", RUNS="listops:softmax:0", DEADLINE="1")
+    assert res.returncode == 0 and "no time left for listops:softmax:0" in res.stdout and "== done in" in res.stdout
