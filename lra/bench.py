@@ -3,6 +3,7 @@
     python -m lra.bench                                   # every registered attention + references, all lengths
     python -m lra.bench --attention softmax,nalaformer --lengths 1K,4K,16K --modes train --budget-seconds 500
     python -m lra.bench --device cpu --out /tmp/bench     # small CPU run (the defaults below), seconds
+    python -m lra.bench --missing-only --budget-seconds 300   # fill in what results/bench/<device>.csv lacks
 
 What is measured, per attention, mode and length N:
 
@@ -517,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "sizes; cuda: left as torch sets it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder (file <device>.csv) or a .csv path")
     p.add_argument("--no-ceilings", action="store_true", help="skip the copy-bandwidth and matmul rows (cuda)")
+    p.add_argument("--missing-only", action="store_true",
+                   help="measure only what the output file lacks (no row, or skipped/error): fills a table across "
+                        "several budget-limited runs")
     p.add_argument("--quiet", action="store_true", help="no line per measurement")
     return p
 
@@ -583,10 +587,15 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
             say(f"  {r['attention']}: " + (f"{r['gbps']:.0f} GB/s" if "gbps" in r else
                                             f"{r['tflops']:.0f} TFLOP/s" if "tflops" in r else r["error"]))
 
+    done: set[tuple[str, ...]] = set()
+    if args.missing_only and path.exists():
+        done = {_key(r) for _, r in pd.read_csv(path).iterrows() if r["status"] in ("ok", "oom", "unavailable")}
     oom_at: dict[tuple[str, str], int] = {}
     for n, mode, name in plan(names, modes, lengths):
         impl = EXTRA_IMPL.get(name) or str(variant_config(name, args.impl).get("impl", "default"))
         case = Case(name, mode, n, max(1, args.tokens // n), args.heads, args.head_dim, args.dtype, impl)
+        if _key(case.__dict__) in done:
+            continue
         if (name, mode) in oom_at:
             result = {"status": "oom", "error": f"not run: out of memory at N={oom_at[name, mode]}"}
         elif args.budget_seconds and time.perf_counter() - started > args.budget_seconds:

@@ -172,3 +172,19 @@ def test_a_skipped_row_never_replaces_a_measured_one(tmp_path, monkeypatch):
     assert len(again) == 2 and (again["status"] == "ok").all()
     assert rows.loc["softmax", "ms"] == 1.0  # re-measured: replaced
     assert rows.loc["linear", "ms"] == first.set_index("attention").loc["linear", "ms"]  # kept, not "skipped"
+
+
+def test_missing_only_measures_just_the_gaps(tmp_path, monkeypatch):
+    args = ("--attention", "softmax,linear", "--extra", "none", "--modes", "train")
+    run_bench(tmp_path, *args, "--lengths", "32")
+    calls = []
+
+    def counting_case(case, *_):
+        calls.append((case.attention, case.seq_len))
+        return {"status": "ok", "error": "", "ms": 1.0, "peak_mem_mb": math.nan, "repeats": 1}
+
+    monkeypatch.setattr(bench, "run_case", counting_case)
+    df = run_bench(tmp_path, *args, "--lengths", "32,64", "--missing-only")
+    assert sorted(calls) == [("linear", 64), ("softmax", 64)]
+    assert len(df) == 4 and (df["status"] == "ok").all()
+    assert (df[df["seq_len"] == 32]["ms"] != 1.0).all()  # the earlier measurements are kept
