@@ -45,6 +45,7 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 BLOCK_ROWS = 32  # rows of q/k/v per step of a kernel (H200, 16K: 32 -> 20.4 ms, 64 -> 25.6 ms fwd+bwd)
 ROWS_PER_PROGRAM = 1024  # map kernels (output, grad_kv): rows per program, so the (2d x d) state is loaded rarely
 NUM_WARPS = 4
+NUM_STAGES: int | None = None  # software pipelining depth; None = Triton's default (the probe's --tune tries 1-3)
 SPLITS: int | None = None  # row splits of the reduction kernels; None = enough programs to fill the GPU
 
 
@@ -303,8 +304,11 @@ def _dot_dtype(dtype: torch.dtype):
 
 def _meta(q: torch.Tensor, rope: bool) -> dict:
     d = q.shape[-1]
-    return dict(D=d, BLOCK=BLOCK_ROWS, ROPE=rope, DOT=_dot_dtype(q.dtype),
+    meta = dict(D=d, BLOCK=BLOCK_ROWS, ROPE=rope, DOT=_dot_dtype(q.dtype),
                 PREC="ieee" if q.dtype == torch.float32 or INTERPRET else "tf32", num_warps=NUM_WARPS)
+    if NUM_STAGES is not None:
+        meta["num_stages"] = NUM_STAGES
+    return meta
 
 
 class NaLaTriton(torch.autograd.Function):

@@ -84,6 +84,25 @@ def timed(fn, q, k, v, mask, train=True, repeats=10):
     return times[len(times) // 2], (torch.cuda.max_memory_allocated() - base) / 2**20
 
 
+def d128(n: int) -> None:
+    """head_dim 128 is refused today (shared memory at 64-row blocks); does a smaller block or one stage fit?"""
+    q, k, v = (torch.randn((1 << 20) // n, 4, n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    mask = torch.ones(q.shape[0], n, dtype=torch.bool, device="cuda")
+    supports = nt.supports
+    nt.supports = lambda *_: True
+    try:
+        for block, stages in ((32, None), (32, 1), (16, 1)):
+            nt.BLOCK_ROWS, nt.NUM_STAGES = block, stages
+            try:
+                ms, _ = timed(nt.nala_triton, q, k, v, mask)
+                print(f"d=128 N={n} BLOCK_ROWS={block} num_stages={stages} {ms:8.2f} ms", flush=True)
+            except Exception as err:  # noqa: BLE001 - a config that does not fit is a result
+                print(f"d=128 N={n} BLOCK_ROWS={block} num_stages={stages} failed: {err!s:.100}", flush=True)
+    finally:
+        nt.supports, nt.BLOCK_ROWS, nt.NUM_STAGES = supports, 32, None
+
+
 def per_kernel(q, k, v, mask, steps: int = 5) -> None:
     """Where a forward + backward spends its device time: the four kernels, the partial-sum reductions, the rest."""
     from torch.profiler import ProfilerActivity, profile
@@ -176,7 +195,12 @@ def main() -> int:
                         print(f"tune N={n} BLOCK_ROWS={block:3d} num_warps={warps} {ms:8.2f} ms", flush=True)
                     except Exception as err:  # noqa: BLE001 - a config that does not compile is a result
                         print(f"tune N={n} BLOCK_ROWS={block} num_warps={warps} failed: {err!s:.120}")
-            nt.BLOCK_ROWS, nt.NUM_WARPS = 32, 4
+            for stages in (1, 2, 3):
+                nt.NUM_STAGES = stages
+                ms, _ = timed(nt.nala_triton, q, k, v, mask)
+                print(f"tune N={n} BLOCK_ROWS=32 num_warps=4 num_stages={stages} {ms:8.2f} ms", flush=True)
+            nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES = 32, 4, None
+            d128(n)
         del q, k, v
         torch.cuda.empty_cache()
     return 0 if ok else 1
