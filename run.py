@@ -131,16 +131,14 @@ OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size",), "trainer": ("limit_val_b
 
 def check_config(config: dict[str, Any]) -> None:
     """Catch the common command-line slips (``task.max_len=4k``) with a message naming the field."""
-    for group, keys in POSITIVE_INTS.items():
-        for key in keys:
-            value = config[group].get(key)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise LRAError(f"{group}.{key}={value!r}: expected a positive integer")
-    for group, keys in OPTIONAL_POSITIVE_INTS.items():
-        for key in keys:
-            value = config[group].get(key)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                raise LRAError(f"{group}.{key}={value!r}: expected a positive integer or null")
+    for optional, table in ((False, POSITIVE_INTS), (True, OPTIONAL_POSITIVE_INTS)):
+        for group, keys in table.items():
+            for key in keys:
+                value = config[group].get(key)
+                if optional and value is None:
+                    continue
+                if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                    raise LRAError(f"{group}.{key}={value!r}: expected a positive integer" + " or null" * optional)
     lr = config["model"]["optim"].get("lr")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
         raise LRAError(f"model.optim.lr={lr!r}: expected a positive number")

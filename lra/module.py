@@ -62,8 +62,8 @@ class LRAClassifier(L.LightningModule):
         ids, labels = batch
         logits = self(ids)
         loss = F.cross_entropy(logits.float(), labels)
-        # Lightning's self.log costs ~1.3 ms of host time per metric per call: a quarter of a small model's step
-        # (the lite models are host-bound). Log every trainer.log_every_n_steps and on the last step instead.
+        # Logging two metrics through Lightning every step cost ~2 ms of host time, a quarter of a lite model's
+        # host-bound step (docs/training-throughput.md): log every trainer.log_every_n_steps and on the last step.
         trainer = self._trainer
         step = self.global_step
         if trainer is None or step % trainer.log_every_n_steps == 0 or step + 1 >= trainer.max_steps:
