@@ -18,7 +18,7 @@ Four kernels, each one pass over its rows (per head; ``c`` = number of valid key
 * ``_grad_kv`` (keys):    dk, dv from dS and dkbar.
 
 Bytes per forward + backward: q, k, v read twice, o and dO read once, o, dq, dk, dv written once: 12 passes over a
-(tokens x heads x d) bf16 tensor. Products run in the input precision (bf16, or fp32 with IEEE accumulation, never
+(tokens x heads x d) bf16 tensor. Products run in the input precision (bf16, or fp32 as IEEE fp32 products, never
 tf32) with fp32 accumulation; the feature maps, their derivatives and the normaliser are fp32, as the released code.
 
 Supported: head_dim a power of two in [16, 64] (at 128 the output kernel needs more shared memory than an H200
