@@ -139,7 +139,7 @@ def module_parts(bsz: int, n: int, heads: int, d: int) -> None:
                 return module(x_, mask)
 
         ms, mb = timed(step, x, x, x, None)
-        print(f"module N={n} {str(opts) or 'default':36s} fwd+bwd {ms:8.2f} ms {mb:8.0f} MB", flush=True)
+        print(f"module N={n} {str(opts) if opts else 'default':36s} fwd+bwd {ms:8.2f} ms {mb:8.0f} MB", flush=True)
         del module, x
         torch.cuda.empty_cache()
 
