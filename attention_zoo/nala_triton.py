@@ -311,6 +311,20 @@ def _meta(q: torch.Tensor, rope: bool) -> dict:
     return meta
 
 
+def _partial_sums(bh: int, n: int, d: int, device: torch.device):
+    """Rows per program of a reduction kernel and its fp32 buffers: (BH, splits, 2d, d) and (BH, splits, 2d)."""
+    rows_per_split = _split_rows(bh, n, device)
+    splits = math.ceil(n / rows_per_split)
+    return (rows_per_split, torch.empty(bh, splits, 2 * d, d, device=device, dtype=torch.float32),
+            torch.empty(bh, splits, 2 * d, device=device, dtype=torch.float32))
+
+
+def _per_valid_key(m_part: torch.Tensor, v_part: torch.Tensor, count: torch.Tensor, heads: int):
+    """Sum the row splits' partial sums and divide by each sequence's number of valid keys."""
+    per_head = count.repeat_interleave(heads)[:, None, None]
+    return (m_part.sum(1) / per_head).contiguous(), (v_part.sum(1) / per_head[..., 0]).contiguous()
+
+
 class NaLaTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, mask, rope: bool, denom_eps: float, norm_aware: bool, fixed_power: float, eps: float):
@@ -322,15 +336,10 @@ class NaLaTriton(torch.autograd.Function):
         count = keep.sum(dim=1).clamp_min(1.0)  # (B,) valid keys; an all-padding row gives 0, not 0/0
         cos, sin = _rope_tables(n, d, q.device)
         bh, meta = bsz * heads, _meta(q, rope)
-        rows_per_split = _split_rows(bh, n, q.device)
-        splits = math.ceil(n / rows_per_split)
-        s_part = torch.empty(bh, splits, 2 * d, d, device=q.device, dtype=torch.float32)
-        kb_part = torch.empty(bh, splits, 2 * d, device=q.device, dtype=torch.float32)
-        _state[(bh, splits)](k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv, ROWS_PER_SPLIT=rows_per_split,
-                             **meta)
-        per_head = count.repeat_interleave(heads)[:, None, None]
-        state = (s_part.sum(1) / per_head).contiguous()  # (BH, 2d, d)
-        k_mean = (kb_part.sum(1) / per_head[..., 0]).contiguous()  # (BH, 2d)
+        rows_per_split, s_part, kb_part = _partial_sums(bh, n, d, q.device)
+        _state[(bh, s_part.shape[1])](k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv,
+                                      ROWS_PER_SPLIT=rows_per_split, **meta)
+        state, k_mean = _per_valid_key(s_part, kb_part, count, heads)  # (BH, 2d, d), (BH, 2d)
         out = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
         den = torch.empty(bh, n, device=q.device, dtype=torch.float32)
         rows = _rows_per_program(n)
@@ -349,18 +358,13 @@ class NaLaTriton(torch.autograd.Function):
         grad_out, sg = _strides(grad_out)
         cos, sin = _rope_tables(n, d, q.device)
         bh, meta = bsz * heads, _meta(q, rope)
-        rows_per_split = _split_rows(bh, n, q.device)
-        splits = math.ceil(n / rows_per_split)
+        rows_per_split, ds_part, dkb_part = _partial_sums(bh, n, d, q.device)
         dq = torch.empty(bsz, heads, n, d, device=q.device, dtype=q.dtype)
-        ds_part = torch.empty(bh, splits, 2 * d, d, device=q.device, dtype=torch.float32)
-        dkb_part = torch.empty(bh, splits, 2 * d, device=q.device, dtype=torch.float32)
-        _grad_q[(bh, splits)](
+        _grad_q[(bh, ds_part.shape[1])](
             q, out, grad_out, state, k_mean, den, cos, sin, dq, ds_part, dkb_part, heads, n, eps, fixed_power,
             *q.stride()[:3], *out.stride()[:3], *sg, *dq.stride()[:3], ROWS_PER_SPLIT=rows_per_split,
             NORM_AWARE=norm_aware, **meta)
-        per_head = count.repeat_interleave(heads)[:, None, None]
-        d_state = (ds_part.sum(1) / per_head).contiguous()
-        d_k_mean = (dkb_part.sum(1) / per_head[..., 0]).contiguous()
+        d_state, d_k_mean = _per_valid_key(ds_part, dkb_part, count, heads)
         dk = torch.empty(bsz, heads, n, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
         rows = _rows_per_program(n)
