@@ -91,7 +91,9 @@ for stage in $STAGES; do
       IFS=: read -r ndev batch <<<"$spec"
       echo "== [$(elapsed)s] scaling: $ndev GPU(s), batch $batch per GPU"
       extra="trainer.devices=$ndev"; [ "$ndev" -gt 1 ] && extra="trainer=ddp trainer.devices=$ndev"
-      /usr/bin/time -f "wall %e s" timeout "${RUN_TIMEOUT:-300}" python3 run.py task=listops \
+      left=$(( ${DEADLINE:-570} - $(elapsed) )); [ "$left" -gt "${RUN_TIMEOUT:-300}" ] && left=${RUN_TIMEOUT:-300}
+      [ "$left" -lt 30 ] && echo "== no time left for scaling $spec" && continue
+      /usr/bin/time -f "wall %e s" timeout "$left" python3 run.py task=listops \
         attention=${SCALING_ATTENTION:-softmax} seed=0 experiment=$EXPERIMENT task.batch_size=$batch $extra \
         data_dir=$DATA results_dir="$OUT/scaling" checkpoint_dir=$CKPT/ckpt_scaling num_workers=${WORKERS:-0} \
         trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|wall " | tail -4
@@ -114,4 +116,10 @@ for last in "$CKPT"/*/*/last.ckpt; do
   run_dir=$(dirname "$last"); rel=${run_dir#"$CKPT"/}
   mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
 done
+# The device tool returns at most 8 files, 16 MiB each, 2 folders deep: everything but this log goes back as one
+# gzipped tar in 15 MiB parts (out.tgz.00, .01, ...). Here: cat out.tgz.* | tar xzf - -C <dest>
+# (scripts/unpack_device.sh does that and merges rows).
 echo "== done in $(elapsed)s"
+(cd "$OUT" && entries=$(ls -A | grep -vx "session.log") && [ -n "$entries" ] \
+  && tar czf - $entries | split -b 15M -d -a 2 - out.tgz. && rm -rf $entries \
+  && echo "== packed: $(ls out.tgz.* | tr '\n' ' ')($(du -cb out.tgz.* | tail -1 | cut -f1) bytes)")

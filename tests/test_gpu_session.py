@@ -29,6 +29,12 @@ def session(tmp_path: Path, timeout: int = 400, **env: str) -> tuple[subprocess.
     full_env.pop("CUDA_VISIBLE_DEVICES", None)
     res = subprocess.run(["bash", "scripts/gpu_session.sh"], cwd=ROOT, env=full_env, capture_output=True, text=True,
                          timeout=timeout)
+    # What the device tool would send back: at most 8 files, 16 MiB each, no deeper than $OUT/a/b/file (it dropped
+    # the rows and checkpoints of a whole call once). Then unpack in place, as after a real call.
+    sent = [p for p in out.rglob("*") if p.is_file()]
+    assert len(sent) <= 8 and all(p.stat().st_size <= 16 << 20 for p in sent), sent
+    assert all(len(p.relative_to(out).parts) <= 3 for p in sent), sent
+    subprocess.run(["bash", "scripts/unpack_device.sh", str(out), str(out)], cwd=ROOT, check=True, capture_output=True)
     return res, out
 
 
