@@ -126,7 +126,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 POSITIVE_INTS = {"task": ("max_len", "batch_size", "vocab_size", "num_classes"),
                  "model": ("dim", "depth", "num_heads", "mlp_dim", "head_dim"),
                  "trainer": ("max_steps", "val_check_interval")}
-OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size",), "trainer": ("limit_val_batches",)}  # or null
+OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer": ("limit_val_batches",)}  # or null
+RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -148,6 +149,9 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Everything known before training; the same config always gives the same run_id (checkpoint folder)."""
     identity = {k: v for k, v in config.items() if k not in {"results_dir", "checkpoint_dir", "resume",
                                                               "num_workers", "data_dir", "cache_dir"}}
+    # Batch shapes for evaluation and padding change the speed, never the result (tested): a run cut short may
+    # resume with other values.
+    identity["task"] = {k: v for k, v in config["task"].items() if k not in RESULT_NEUTRAL_TASK_KEYS}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     task, attention = config["task"]["name"], config["attention"].get("_target_") or config["attention"]["name"]
     return {

@@ -253,17 +253,20 @@ def test_partial_validation_uses_the_first_examples_not_the_shortest(cfg_factory
     assert sorted(lengths[:12]) != sorted(np.sort(lengths)[:12]) or len(set(lengths)) == 1  # not the shortest
 
 
-def test_eval_batch_size_does_not_change_the_logits(cfg_factory):
-    """Each example's logits are the same whatever batch it is evaluated in (up to float rounding: an untrained
-    model's near-ties may still flip an argmax, so accuracy is not compared)."""
+@pytest.mark.parametrize("knob", ["eval_batch_size", "pad_multiple"])
+def test_eval_batch_size_and_padding_do_not_change_the_logits(cfg_factory, knob):
+    """Each example's logits are the same whatever batch it is evaluated in, and however far that batch is
+    padded (up to float rounding: an untrained model's near-ties may still flip an argmax, so accuracy is not
+    compared). Both are speed knobs: run ids ignore them."""
     from lra.module import LRAClassifier
 
     cfg = cfg_factory("experiment=smoke", "model.dropout=0.0")
     config = OmegaConf.to_container(cfg, resolve=True)
     model = LRAClassifier.from_config(config, 10).double().eval()
-    logits = []
+    logits, widths = [], set()
     for size in (3, 64):
-        dm = LRADataModule(config["task"], cfg.data_dir, 4, cache_dir=cfg.cache_dir, eval_batch_size=size)
+        task = {**config["task"], knob: size}
+        dm = LRADataModule(task, cfg.data_dir, 4, cache_dir=cfg.cache_dir, eval_batch_size=task["eval_batch_size"])
         dm.setup()
         loader = dm.val_dataloader()
         by_index = {}
@@ -271,6 +274,10 @@ def test_eval_batch_size_does_not_change_the_logits(cfg_factory):
             for index, (x, _) in zip(loader.sampler, loader, strict=True):
                 for i, row in zip(sorted(index), model(x), strict=True):
                     by_index[i] = row
+                widths.add((size, x.shape[-1]))
         logits.append(torch.stack([by_index[i] for i in sorted(by_index)]))
     assert len(logits[0]) == len(dm.prepare().val.labels)
     torch.testing.assert_close(logits[0], logits[1])
+    if knob == "pad_multiple":  # the padding really differed: widths are multiples of 3, then all the full 64
+        assert {w % 3 for s, w in widths if s == 3} == {0} and {w for s, w in widths if s == 64} == {64}
+        assert any(w < 64 for s, w in widths if s == 3)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import run
 from attention_zoo import available
@@ -115,6 +116,17 @@ def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
     assert row["resumed_from_step"] == 10 and row["steps"] == 20
     again = run.train(cfg)  # finished runs leave no last.ckpt: the same command starts afresh
     assert again["resumed_from_step"] is None
+
+
+def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_factory):
+    """A run cut short on one machine may resume with another evaluation batch or padding (neither changes the
+    result); anything that changes the result starts a new run."""
+    config = OmegaConf.to_container(cfg_factory("experiment=smoke"), resolve=True)
+    same = OmegaConf.to_container(cfg_factory("experiment=smoke", "task.eval_batch_size=256",
+                                              "task.pad_multiple=256"), resolve=True)
+    other = OmegaConf.to_container(cfg_factory("experiment=smoke", "task.batch_size=8"), resolve=True)
+    run_id = run.base_row(config, [])["run_id"]
+    assert run.base_row(same, [])["run_id"] == run_id != run.base_row(other, [])["run_id"]
 
 
 @pytest.mark.parametrize("attention", available())

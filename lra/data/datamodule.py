@@ -155,7 +155,8 @@ class LRADataModule(L.LightningDataModule):
             self._resume = None
         # Its own generator: creating an iterator would otherwise draw from the global RNG, so a resumed run
         # (which creates iterators at different moments) would get different dropout masks.
-        return DataLoader(SplitDataset(s), sampler=sampler, batch_size=None, num_workers=self.num_workers,
+        dataset = SplitDataset(s, multiple=self.task.get("pad_multiple") or 64)
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
                           pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
                           generator=torch.Generator().manual_seed(self.seed))
 
