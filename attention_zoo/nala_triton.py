@@ -10,16 +10,19 @@ registers and feeds them straight into ``tl.dot``. Two facts keep it cheap:
 * RoPE over the 2d-wide feature rotates pairs ``(i, i + d)``, which are the (positive, negative) halves of the same
   input element: the rotation mixes two d-wide tiles that live in the same registers.
 
-Four kernels, each one pass over its rows (per head; ``c`` = number of valid keys, R = RoPE):
+Five kernels, each one pass over its rows (per head; ``c`` = number of valid keys, R = RoPE):
 
-* ``_state``   (keys):    S = (R phi_k)^T V / c (2d x d) and kbar = sum phi_k / c, partial sums per row split;
-* ``_output``  (queries): o = (R phi_q) S / (phi_q . kbar + eps), and the normaliser ``den`` for the backward;
-* ``_grad_q``  (queries): dq, and the partial sums dS = (R phi_q)^T (dO / den) and dkbar = phi_q^T dden;
-* ``_grad_kv`` (keys):    dk, dv from dS and dkbar.
+* ``_state``      (keys):    S = (R phi_k)^T V / c (2d x d) and kbar = sum phi_k / c, partial sums per row split;
+* ``_output``     (queries): o = (R phi_q) S / (phi_q . kbar + eps), and the normaliser ``den`` for the backward;
+* ``_grad_state`` (queries): partial sums dS = (R phi_q)^T (dO / den) and dkbar = phi_q^T dden;
+* ``_grad_q``     (queries): dq from S and kbar;
+* ``_grad_kv``    (keys):    dk, dv from dS and dkbar.
 
-Bytes per forward + backward: q, k, v read twice, o and dO read once, o, dq, dk, dv written once: 12 passes over a
-(tokens x heads x d) bf16 tensor. Products run in the input precision (bf16, or fp32 as IEEE fp32 products, never
-tf32) with fp32 accumulation; the feature maps, their derivatives and the normaliser are fp32, as the released code.
+Bytes per forward + backward: q read three times, k, v, o and dO twice, o, dq, dk, dv written once: 15 passes over a
+(tokens x heads x d) bf16 tensor (12 is the minimum: one kernel did both query-side backward halves, reading q, o
+and dO once, but it took half the step, 10 of 20 ms at 16K on an H200, against 4 and 2 ms for the other two).
+Products run in the input precision (bf16, or fp32 as IEEE fp32 products, never tf32) with fp32 accumulation; the
+feature maps, their derivatives and the normaliser are fp32, as the released code.
 
 Supported: head_dim a power of two in [16, 64] (at 128 the output kernel needs more shared memory than an H200
 has, 244 KB of 227 KB: not tuned yet), fp16/bf16/fp32, the sign split on (``sign_split=False`` and fp64
@@ -182,14 +185,25 @@ if triton is not None:
             tl.store(DEN + bh * N + rows, den, mask=valid)
 
     @triton.jit
-    def _grad_q(Q, O, DO, S, KB, DEN, COS, SIN, DQ, DS_PART, DKB_PART, H, N, norm_eps, fixed_power,
-                sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, sdb, sdh, sdn,
-                ROWS_PER_SPLIT: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+    def _load_grad_rows(Q, O, DO, DEN_H, b, h, sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, rows, cols, valid):
+        """q and the gradients at the two outputs of a query row (num / den): dO / den and -(dO . o) / den.
+        DEN_H points at this head's normalisers."""
+        q = _load_rows(Q, b, h, sqb, sqh, sqn, rows, cols, valid)
+        o = _load_rows(O, b, h, sob, soh, son, rows, cols, valid)
+        g = _load_rows(DO, b, h, sgb, sgh, sgn, rows, cols, valid)
+        den = tl.load(DEN_H + rows, mask=valid, other=1.0)
+        return q, g / den[:, None], -tl.sum(g * o, axis=1) / den
+
+    @triton.jit
+    def _grad_state(Q, O, DO, DEN, COS, SIN, DS_PART, DKB_PART, H, N, norm_eps, fixed_power,
+                    sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn,
+                    ROWS_PER_SPLIT: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                    NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+        """The reduction half of the query-side backward: partial sums of dS and dkbar (the map half, dq, is
+        ``_grad_q``; one kernel doing both held four (d x d) tiles and took half the step, 10 of 20 ms)."""
         bh, split = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         cols = tl.arange(0, D)
-        s1, s2, kb1, kb2 = _load_state(S, KB, bh, D, DOT)
         ds1 = tl.zeros((D, D), tl.float32)
         ds2 = tl.zeros((D, D), tl.float32)
         dkb1 = tl.zeros((D,), tl.float32)
@@ -197,22 +211,39 @@ if triton is not None:
         for i in range(0, ROWS_PER_SPLIT, BLOCK):
             rows = split * ROWS_PER_SPLIT + i + tl.arange(0, BLOCK)
             valid = rows < N
-            q = _load_rows(Q, b, h, sqb, sqh, sqn, rows, cols, valid)
-            o = _load_rows(O, b, h, sob, soh, son, rows, cols, valid)
-            g = _load_rows(DO, b, h, sgb, sgh, sgn, rows, cols, valid)
-            den = tl.load(DEN + bh * N + rows, mask=valid, other=1.0)
+            q, d_num, d_den = _load_grad_rows(Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son,
+                                              sgb, sgh, sgn, rows, cols, valid)
             pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
-            d_num = g / den[:, None]
-            d_den = -tl.sum(g * o, axis=1) / den
             d_num_dot = d_num.to(DOT)
             ds1 += tl.dot(tl.trans(a1.to(DOT)), d_num_dot, input_precision=PREC)
             ds2 += tl.dot(tl.trans(a2.to(DOT)), d_num_dot, input_precision=PREC)
             dkb1 += tl.sum(pos * d_den[:, None], axis=0)
             dkb2 += tl.sum(neg * d_den[:, None], axis=0)
-            da1 = tl.dot(d_num_dot, tl.trans(s1), input_precision=PREC)
-            da2 = tl.dot(d_num_dot, tl.trans(s2), input_precision=PREC)
+        _store_partial(DS_PART, DKB_PART, bh * tl.num_programs(1) + split, ds1, ds2, dkb1, dkb2, D)
+
+    @triton.jit
+    def _grad_q(Q, O, DO, S, KB, DEN, COS, SIN, DQ, H, N, norm_eps, fixed_power,
+                sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, sdb, sdh, sdn,
+                ROWS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
+                NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+        """dq through the feature map: d(phi_q) = R^T (d num S^T) + d den kbar, then through the norm-aware power."""
+        bh, part = tl.program_id(0), tl.program_id(1)
+        b, h = bh // H, bh % H
+        cols = tl.arange(0, D)
+        s1, s2, kb1, kb2 = _load_state(S, KB, bh, D, DOT)
+        s1t, s2t = tl.trans(s1), tl.trans(s2)
+        for i in range(0, ROWS, BLOCK):
+            rows = part * ROWS + i + tl.arange(0, BLOCK)
+            valid = rows < N
+            q, d_num, d_den = _load_grad_rows(Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son,
+                                              sgb, sgh, sgn, rows, cols, valid)
+            pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
+            cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
+            d_num_dot = d_num.to(DOT)
+            da1 = tl.dot(d_num_dot, s1t, input_precision=PREC)
+            da2 = tl.dot(d_num_dot, s2t, input_precision=PREC)
             g1, g2 = _rotate_back(da1, da2, cos, sin, ROPE)
             g1 += d_den[:, None] * kb1[None, :]
             g2 += d_den[:, None] * kb2[None, :]
@@ -225,7 +256,6 @@ if triton is not None:
             through_n = tl.sum(g_f * (-p[:, None] * f / n[:, None] + f * ln_u * dp_dn[:, None]), axis=1)
             dn_dq = tl.where(norm[:, None] > norm_eps, q / tl.maximum(norm, norm_eps)[:, None], 0.0)
             _store_rows(DQ, direct + through_n[:, None] * dn_dq, b, h, sdb, sdh, sdn, rows, cols, valid)
-        _store_partial(DS_PART, DKB_PART, bh * tl.num_programs(1) + split, ds1, ds2, dkb1, dkb2, D)
 
     @triton.jit
     def _grad_kv(K, V, KEEP, DS, DKB, COS, SIN, DK, DV, H, N, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
@@ -359,15 +389,17 @@ class NaLaTriton(torch.autograd.Function):
         cos, sin = _rope_tables(n, d, q.device)
         bh, meta = bsz * heads, _meta(q, rope)
         rows_per_split, ds_part, dkb_part = _partial_sums(bh, n, d, q.device)
+        _grad_state[(bh, ds_part.shape[1])](
+            q, out, grad_out, den, cos, sin, ds_part, dkb_part, heads, n, eps, fixed_power,
+            *q.stride()[:3], *out.stride()[:3], *sg, ROWS_PER_SPLIT=rows_per_split, NORM_AWARE=norm_aware, **meta)
+        rows = _rows_per_program(n)
         dq = torch.empty(bsz, heads, n, d, device=q.device, dtype=q.dtype)
-        _grad_q[(bh, ds_part.shape[1])](
-            q, out, grad_out, state, k_mean, den, cos, sin, dq, ds_part, dkb_part, heads, n, eps, fixed_power,
-            *q.stride()[:3], *out.stride()[:3], *sg, *dq.stride()[:3], ROWS_PER_SPLIT=rows_per_split,
-            NORM_AWARE=norm_aware, **meta)
+        _grad_q[(bh, math.ceil(n / rows))](
+            q, out, grad_out, state, k_mean, den, cos, sin, dq, heads, n, eps, fixed_power,
+            *q.stride()[:3], *out.stride()[:3], *sg, *dq.stride()[:3], ROWS=rows, NORM_AWARE=norm_aware, **meta)
         d_state, d_k_mean = _per_valid_key(ds_part, dkb_part, count, heads)
         dk = torch.empty(bsz, heads, n, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
-        rows = _rows_per_program(n)
         _grad_kv[(bh, math.ceil(n / rows))](
             k, v, keep, d_state, d_k_mean, cos, sin, dk, dv, heads, n, *k.stride()[:3], *v.stride()[:3],
             *dk.stride()[:3], ROWS=rows, **meta)
