@@ -57,21 +57,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--attention", help="comma-separated attentions to keep")
     p.add_argument("--protocol", help="comma-separated protocols to keep (lra_lite, lra_original, ...)")
     p.add_argument("--device", help="comma-separated devices to keep (as recorded, e.g. 'NVIDIA H200', cpu)")
-    p.add_argument("--check-majority", action="store_true",
-                   help="say per run whether it beat the majority class; exit 1 if one did not")
+    p.add_argument(
+        "--check-majority",
+        action="store_true",
+        help="say per run whether it beat the majority class; exit 1 if one did not",
+    )
     args = p.parse_args(argv)
     tables = args.tables or args.results / "tables"
     figs = args.figures or args.results / "figures"
-    keep = dict(task=_csv_list(args.task), attention=_csv_list(args.attention), protocol=_csv_list(args.protocol),
-                device=_csv_list(args.device))
+    keep = dict(
+        task=_csv_list(args.task),
+        attention=_csv_list(args.attention),
+        protocol=_csv_list(args.protocol),
+        device=_csv_list(args.device),
+    )
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runs = filter_rows(load_runs(args.results), **keep)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    bench = filter_rows(load_bench(args.bench or args.results / "bench"), attention=keep["attention"],
-                        device=keep["device"])
+    bench = filter_rows(
+        load_bench(args.bench or args.results / "bench"), attention=keep["attention"], device=keep["device"]
+    )
     if runs.empty and bench.empty:
         print(f"no runs in {args.results}/runs.jsonl (after filters); run `python run.py ...` first", file=sys.stderr)
         return 1
@@ -102,8 +110,10 @@ def main(argv: list[str] | None = None) -> int:
         beat = done["test_acc"] > done["majority_acc"]
         for r, b in zip(done.itertuples(), beat, strict=True):
             verdict = "beats" if b else "DOES NOT beat"
-            print(f"{r.task}/{r.attention}/seed {r.seed}: test {100 * r.test_acc:.1f}% {verdict} "
-                  f"the majority class ({100 * r.majority_acc:.1f}%)")
+            print(
+                f"{r.task}/{r.attention}/seed {r.seed}: test {100 * r.test_acc:.1f}% {verdict} "
+                f"the majority class ({100 * r.majority_acc:.1f}%)"
+            )
         if not beat.all():
             return 1
     return 0

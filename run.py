@@ -51,9 +51,16 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     # gets the first examples of the file; the datamodule picks them, since its batches go in length order.
     t = dict(config["trainer"])
     val_batches = t.pop("limit_val_batches")
-    data = LRADataModule(task, cfg.data_dir, task["batch_size"], seed=cfg.seed, num_workers=cfg.num_workers,
-                         cache_dir=cfg.cache_dir, eval_batch_size=task.get("eval_batch_size"),
-                         val_examples=int(val_batches * task["batch_size"]) if val_batches else None)
+    data = LRADataModule(
+        task,
+        cfg.data_dir,
+        task["batch_size"],
+        seed=cfg.seed,
+        num_workers=cfg.num_workers,
+        cache_dir=cfg.cache_dir,
+        eval_batch_size=task.get("eval_batch_size"),
+        val_examples=int(val_batches * task["batch_size"]) if val_batches else None,
+    )
     splits = data.prepare()
     row["data_source"] = splits.source
     row["data"] = "synthetic" if splits.source == "synthetic" else "real"
@@ -71,8 +78,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     resume = ckpt_dir / "last.ckpt"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max")
     # A second checkpoint, overwritten at every validation, is what an interrupted run resumes from.
-    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=cfg.trainer.val_check_interval,
-                           enable_version_counter=False)
+    last = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="last",
+        every_n_train_steps=cfg.trainer.val_check_interval,
+        enable_version_counter=False,
+    )
     timer = ThroughputMonitor()
     callbacks: list[L.Callback] = [best, last, timer]
     compile_mode = t.pop("compile_mode")
@@ -85,9 +96,16 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         t["enable_progress_bar"] = False
     if t["precision"] == "auto":
         t["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
-    trainer = L.Trainer(**t, max_epochs=-1, check_val_every_n_epoch=None, callbacks=callbacks,
-                        default_root_dir=str(ckpt_dir), logger=False, deterministic=False,
-                        use_distributed_sampler=False)  # LRADataModule shards its length-grouped batches itself
+    trainer = L.Trainer(
+        **t,
+        max_epochs=-1,
+        check_val_every_n_epoch=None,
+        callbacks=callbacks,
+        default_root_dir=str(ckpt_dir),
+        logger=False,
+        deterministic=False,
+        use_distributed_sampler=False,
+    )  # LRADataModule shards its length-grouped batches itself
     ckpt_path = str(resume) if cfg.resume and resume.exists() else None
     resumed_from = _resumed_step(ckpt_path)
     if ckpt_path:
@@ -118,14 +136,17 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         return row
     append_row(cfg.results_dir, row)
     resume.unlink(missing_ok=True)  # finished: the same command later starts a fresh run
-    log.info("test_acc=%.4f (majority class %.4f) -> %s/runs.jsonl", row["test_acc"], row["majority_acc"],
-             cfg.results_dir)
+    log.info(
+        "test_acc=%.4f (majority class %.4f) -> %s/runs.jsonl", row["test_acc"], row["majority_acc"], cfg.results_dir
+    )
     return row
 
 
-POSITIVE_INTS = {"task": ("max_len", "batch_size", "vocab_size", "num_classes"),
-                 "model": ("dim", "depth", "num_heads", "mlp_dim", "head_dim"),
-                 "trainer": ("max_steps", "val_check_interval")}
+POSITIVE_INTS = {
+    "task": ("max_len", "batch_size", "vocab_size", "num_classes"),
+    "model": ("dim", "depth", "num_heads", "mlp_dim", "head_dim"),
+    "trainer": ("max_steps", "val_check_interval"),
+}
 OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer": ("limit_val_batches",)}  # or null
 RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
 
@@ -147,8 +168,11 @@ def check_config(config: dict[str, Any]) -> None:
 
 def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Everything known before training; the same config always gives the same run_id (checkpoint folder)."""
-    identity = {k: v for k, v in config.items() if k not in {"results_dir", "checkpoint_dir", "resume",
-                                                              "num_workers", "data_dir", "cache_dir"}}
+    identity = {
+        k: v
+        for k, v in config.items()
+        if k not in {"results_dir", "checkpoint_dir", "resume", "num_workers", "data_dir", "cache_dir"}
+    }
     # Batch shapes for evaluation and padding change the speed, never the result (tested): a run cut short may
     # resume with other values.
     identity["task"] = {k: v for k, v in config["task"].items() if k not in RESULT_NEUTRAL_TASK_KEYS}
@@ -158,14 +182,29 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         "run_id": f"{task}-{attention}-s{config['seed']}-{digest}",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": "failed",
-        "task": task, "attention": attention, "seed": config["seed"], "protocol": config["protocol"],
-        "data": None, "data_source": None,
-        "test_acc": None, "best_val_acc": None, "majority_acc": None, "steps": 0,
-        "train_seconds": None, "steps_per_sec": None, "tokens_per_sec": None,
-        "peak_mem_mb": None, "peak_mem_kind": None, "params": None, "world_size": None,
+        "task": task,
+        "attention": attention,
+        "seed": config["seed"],
+        "protocol": config["protocol"],
+        "data": None,
+        "data_source": None,
+        "test_acc": None,
+        "best_val_acc": None,
+        "majority_acc": None,
+        "steps": 0,
+        "train_seconds": None,
+        "steps_per_sec": None,
+        "tokens_per_sec": None,
+        "peak_mem_mb": None,
+        "peak_mem_kind": None,
+        "params": None,
+        "world_size": None,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__, "git_commit": git_commit(),
-        "command": " ".join(["python", *sys.argv]), "overrides": overrides, "config": config,
+        "torch": torch.__version__,
+        "git_commit": git_commit(),
+        "command": " ".join(["python", *sys.argv]),
+        "overrides": overrides,
+        "config": config,
     }
 
 
@@ -174,11 +213,17 @@ def git_commit() -> str:
     if os.environ.get("LRA_GIT_COMMIT"):
         return os.environ["LRA_GIT_COMMIT"]
     try:
-        head = subprocess.run(["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=5)
+        head = subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        )
         sha = head.stdout.strip() if head.returncode == 0 else ""
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return (sha or "unknown") + ("-dirty" if dirty else "")

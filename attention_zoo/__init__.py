@@ -22,8 +22,16 @@ from attention_zoo.registry import (
     register,
 )
 
-__all__ = ["REGISTRY", "AttentionSpec", "available", "build_attention", "config_path", "default_config", "get",
-           "register"]
+__all__ = [
+    "REGISTRY",
+    "AttentionSpec",
+    "available",
+    "build_attention",
+    "config_path",
+    "default_config",
+    "get",
+    "register",
+]
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name not in {"registry", "base"}:

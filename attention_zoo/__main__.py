@@ -15,8 +15,13 @@ def main() -> None:
     for name in sorted(REGISTRY):
         spec = REGISTRY[name]
         conf = config_path(name)
-        table.add_row(name, spec.complexity, spec.source, f"{spec.cls.__module__}.{spec.cls.__qualname__}",
-                      f"conf/attention/{conf.name}" if conf.exists() else "[red]missing[/red]")
+        table.add_row(
+            name,
+            spec.complexity,
+            spec.source,
+            f"{spec.cls.__module__}.{spec.cls.__qualname__}",
+            f"conf/attention/{conf.name}" if conf.exists() else "[red]missing[/red]",
+        )
     Console(width=200).print(table)
 
 

@@ -54,9 +54,7 @@ def check_inputs(x: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.
     if mask is None:
         return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     if mask.shape != x.shape[:2]:
-        raise ValueError(
-            f"key padding mask must be (batch, length) = {tuple(x.shape[:2])}; got {tuple(mask.shape)}"
-        )
+        raise ValueError(f"key padding mask must be (batch, length) = {tuple(x.shape[:2])}; got {tuple(mask.shape)}")
     return mask.bool()
 
 

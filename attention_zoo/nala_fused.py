@@ -39,8 +39,9 @@ def q_features(q: torch.Tensor, norm_aware: bool, sign_split: bool, fixed_power:
     return torch.cat([pos, (F.relu(-q) / n) ** p], dim=-1) if sign_split else pos
 
 
-def q_features_vjp(q: torch.Tensor, g: torch.Tensor, norm_aware: bool, sign_split: bool, fixed_power: float,
-                   eps: float) -> torch.Tensor:
+def q_features_vjp(
+    q: torch.Tensor, g: torch.Tensor, norm_aware: bool, sign_split: bool, fixed_power: float, eps: float
+) -> torch.Tensor:
     """dq for a gradient ``g`` on phi_q. With u = relu(+-q)/n and f = u^p:
     df/dq_j = p u^(p-1) [+-q_j > 0] (+-1) / n  (direct)  +  (sum_i g_i (-p f_i / n + f_i ln(u_i) dp/dn)) dn/dq_j,
     dn/dq = q / |q| (0 where the norm is clamped), dp/dn = 3 (1 - tanh^2 n) (0 for a fixed power)."""
@@ -177,8 +178,18 @@ def _chunks(bsz: int, heads: int, n: int, width: int):
             yield (slice(bi, bi + 1), slice(start, start + per_head))
 
 
-def nala_fused(q, k, v, mask, rope: bool = True, denom_eps: float = 1e-6, norm_aware: bool = True,
-               sign_split: bool = True, fixed_power: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+def nala_fused(
+    q,
+    k,
+    v,
+    mask,
+    rope: bool = True,
+    denom_eps: float = 1e-6,
+    norm_aware: bool = True,
+    sign_split: bool = True,
+    fixed_power: float = 3.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_linear`` on
     ``nala_feature_maps``, in O(N d^2) time and O(N d) saved memory."""
     opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)

@@ -59,35 +59,49 @@ def available() -> bool:
 def supports(q: torch.Tensor, sign_split: bool) -> bool:
     """Whether these kernels handle this input (else the caller uses nala_fused)."""
     d = q.shape[-1]
-    return (triton is not None and sign_split and (q.is_cuda or INTERPRET) and 16 <= d <= 64 and d & (d - 1) == 0
-            and q.dtype in (torch.float16, torch.bfloat16, torch.float32))
+    return (
+        triton is not None
+        and sign_split
+        and (q.is_cuda or INTERPRET)
+        and 16 <= d <= 64
+        and d & (d - 1) == 0
+        and q.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    )
 
 
 if triton is not None:
 
     @triton.jit
     def _load_rows(ptr, b, h, sb, sh, sn, rows, cols, valid):
-        return tl.load(ptr + b * sb + h * sh + rows[:, None] * sn + cols[None, :], mask=valid[:, None],
-                       other=0.0).to(tl.float32)
+        return tl.load(ptr + b * sb + h * sh + rows[:, None] * sn + cols[None, :], mask=valid[:, None], other=0.0).to(
+            tl.float32
+        )
 
     @triton.jit
     def _store_rows(ptr, x, b, h, sb, sh, sn, rows, cols, valid):
-        tl.store(ptr + b * sb + h * sh + rows[:, None] * sn + cols[None, :], x.to(ptr.dtype.element_ty),
-                 mask=valid[:, None])
+        tl.store(
+            ptr + b * sb + h * sh + rows[:, None] * sn + cols[None, :], x.to(ptr.dtype.element_ty), mask=valid[:, None]
+        )
 
     @triton.jit
     def _load_rope(COS, SIN, rows, cols, valid, D: tl.constexpr):
         offs = rows[:, None] * D + cols[None, :]
-        return (tl.load(COS + offs, mask=valid[:, None], other=0.0),
-                tl.load(SIN + offs, mask=valid[:, None], other=0.0))
+        return (
+            tl.load(COS + offs, mask=valid[:, None], other=0.0),
+            tl.load(SIN + offs, mask=valid[:, None], other=0.0),
+        )
 
     @triton.jit
     def _load_state(S, KB, bh, D: tl.constexpr, DOT: tl.constexpr):
         """One head's (2d x d) state as its two (d x d) halves in the product precision, and its (2d) vector."""
         cols = tl.arange(0, D)
         sq = tl.arange(0, D)[:, None] * D + cols[None, :]
-        return (tl.load(S + bh * 2 * D * D + sq).to(DOT), tl.load(S + (bh * 2 + 1) * D * D + sq).to(DOT),
-                tl.load(KB + bh * 2 * D + cols), tl.load(KB + bh * 2 * D + D + cols))
+        return (
+            tl.load(S + bh * 2 * D * D + sq).to(DOT),
+            tl.load(S + (bh * 2 + 1) * D * D + sq).to(DOT),
+            tl.load(KB + bh * 2 * D + cols),
+            tl.load(KB + bh * 2 * D + D + cols),
+        )
 
     @triton.jit
     def _store_partial(S_PART, KB_PART, slot, m1, m2, v1, v2, D: tl.constexpr):
@@ -139,9 +153,29 @@ if triton is not None:
         return g1, g2
 
     @triton.jit
-    def _state(K, V, KEEP, COS, SIN, S_PART, KB_PART, H, N, skb, skh, skn, svb, svh, svn,
-               ROWS_PER_SPLIT: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-               DOT: tl.constexpr, PREC: tl.constexpr):
+    def _state(
+        K,
+        V,
+        KEEP,
+        COS,
+        SIN,
+        S_PART,
+        KB_PART,
+        H,
+        N,
+        skb,
+        skh,
+        skn,
+        svb,
+        svh,
+        svn,
+        ROWS_PER_SPLIT: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK: tl.constexpr,
+        ROPE: tl.constexpr,
+        DOT: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         bh, split = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         cols = tl.arange(0, D)
@@ -165,9 +199,33 @@ if triton is not None:
         _store_partial(S_PART, KB_PART, bh * tl.num_programs(1) + split, s1, s2, kb1, kb2, D)
 
     @triton.jit
-    def _output(Q, S, KB, COS, SIN, O, DEN, H, N, norm_eps, denom_eps, fixed_power, sqb, sqh, sqn, sob, soh, son,
-                ROWS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+    def _output(
+        Q,
+        S,
+        KB,
+        COS,
+        SIN,
+        O,
+        DEN,
+        H,
+        N,
+        norm_eps,
+        denom_eps,
+        fixed_power,
+        sqb,
+        sqh,
+        sqn,
+        sob,
+        soh,
+        son,
+        ROWS: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK: tl.constexpr,
+        ROPE: tl.constexpr,
+        NORM_AWARE: tl.constexpr,
+        DOT: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         bh, part = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
         cols = tl.arange(0, D)
@@ -195,10 +253,36 @@ if triton is not None:
         return q, g / den[:, None], -tl.sum(g * o, axis=1) / den
 
     @triton.jit
-    def _grad_state(Q, O, DO, DEN, COS, SIN, DS_PART, DKB_PART, H, N, norm_eps, fixed_power,
-                    sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn,
-                    ROWS_PER_SPLIT: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                    NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+    def _grad_state(
+        Q,
+        O,
+        DO,
+        DEN,
+        COS,
+        SIN,
+        DS_PART,
+        DKB_PART,
+        H,
+        N,
+        norm_eps,
+        fixed_power,
+        sqb,
+        sqh,
+        sqn,
+        sob,
+        soh,
+        son,
+        sgb,
+        sgh,
+        sgn,
+        ROWS_PER_SPLIT: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK: tl.constexpr,
+        ROPE: tl.constexpr,
+        NORM_AWARE: tl.constexpr,
+        DOT: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         """The reduction half of the query-side backward: partial sums of dS and dkbar (the map half, dq, is
         ``_grad_q``; one kernel doing both held four (d x d) tiles and took half the step, 10 of 20 ms)."""
         bh, split = tl.program_id(0), tl.program_id(1)
@@ -211,8 +295,9 @@ if triton is not None:
         for i in range(0, ROWS_PER_SPLIT, BLOCK):
             rows = split * ROWS_PER_SPLIT + i + tl.arange(0, BLOCK)
             valid = rows < N
-            q, d_num, d_den = _load_grad_rows(Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son,
-                                              sgb, sgh, sgn, rows, cols, valid)
+            q, d_num, d_den = _load_grad_rows(
+                Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, rows, cols, valid
+            )
             pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
@@ -224,10 +309,40 @@ if triton is not None:
         _store_partial(DS_PART, DKB_PART, bh * tl.num_programs(1) + split, ds1, ds2, dkb1, dkb2, D)
 
     @triton.jit
-    def _grad_q(Q, O, DO, S, KB, DEN, COS, SIN, DQ, H, N, norm_eps, fixed_power,
-                sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, sdb, sdh, sdn,
-                ROWS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr,
-                NORM_AWARE: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr):
+    def _grad_q(
+        Q,
+        O,
+        DO,
+        S,
+        KB,
+        DEN,
+        COS,
+        SIN,
+        DQ,
+        H,
+        N,
+        norm_eps,
+        fixed_power,
+        sqb,
+        sqh,
+        sqn,
+        sob,
+        soh,
+        son,
+        sgb,
+        sgh,
+        sgn,
+        sdb,
+        sdh,
+        sdn,
+        ROWS: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK: tl.constexpr,
+        ROPE: tl.constexpr,
+        NORM_AWARE: tl.constexpr,
+        DOT: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         """dq through the feature map: d(phi_q) = R^T (d num S^T) + d den kbar, then through the norm-aware power."""
         bh, part = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
@@ -237,8 +352,9 @@ if triton is not None:
         for i in range(0, ROWS, BLOCK):
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
-            q, d_num, d_den = _load_grad_rows(Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son,
-                                              sgb, sgh, sgn, rows, cols, valid)
+            q, d_num, d_den = _load_grad_rows(
+                Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, rows, cols, valid
+            )
             pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             d_num_dot = d_num.to(DOT)
@@ -258,9 +374,34 @@ if triton is not None:
             _store_rows(DQ, direct + through_n[:, None] * dn_dq, b, h, sdb, sdh, sdn, rows, cols, valid)
 
     @triton.jit
-    def _grad_kv(K, V, KEEP, DS, DKB, COS, SIN, DK, DV, H, N, skb, skh, skn, svb, svh, svn, sdb, sdh, sdn,
-                 ROWS: tl.constexpr, D: tl.constexpr, BLOCK: tl.constexpr, ROPE: tl.constexpr, DOT: tl.constexpr,
-                 PREC: tl.constexpr):
+    def _grad_kv(
+        K,
+        V,
+        KEEP,
+        DS,
+        DKB,
+        COS,
+        SIN,
+        DK,
+        DV,
+        H,
+        N,
+        skb,
+        skh,
+        skn,
+        svb,
+        svh,
+        svn,
+        sdb,
+        sdh,
+        sdn,
+        ROWS: tl.constexpr,
+        D: tl.constexpr,
+        BLOCK: tl.constexpr,
+        ROPE: tl.constexpr,
+        DOT: tl.constexpr,
+        PREC: tl.constexpr,
+    ):
         """DS and DKB arrive divided by the number of valid keys."""
         bh, part = tl.program_id(0), tl.program_id(1)
         b, h = bh // H, bh % H
@@ -334,8 +475,14 @@ def _dot_dtype(dtype: torch.dtype):
 
 def _meta(q: torch.Tensor, rope: bool) -> dict:
     d = q.shape[-1]
-    meta = dict(D=d, BLOCK=BLOCK_ROWS, ROPE=rope, DOT=_dot_dtype(q.dtype),
-                PREC="ieee" if q.dtype == torch.float32 or INTERPRET else "tf32", num_warps=NUM_WARPS)
+    meta = dict(
+        D=d,
+        BLOCK=BLOCK_ROWS,
+        ROPE=rope,
+        DOT=_dot_dtype(q.dtype),
+        PREC="ieee" if q.dtype == torch.float32 or INTERPRET else "tf32",
+        num_warps=NUM_WARPS,
+    )
     if NUM_STAGES is not None:
         meta["num_stages"] = NUM_STAGES
     return meta
@@ -345,8 +492,11 @@ def _partial_sums(bh: int, n: int, d: int, device: torch.device):
     """Rows per program of a reduction kernel and its fp32 buffers: (BH, splits, 2d, d) and (BH, splits, 2d)."""
     rows_per_split = _split_rows(bh, n, device)
     splits = math.ceil(n / rows_per_split)
-    return (rows_per_split, torch.empty(bh, splits, 2 * d, d, device=device, dtype=torch.float32),
-            torch.empty(bh, splits, 2 * d, device=device, dtype=torch.float32))
+    return (
+        rows_per_split,
+        torch.empty(bh, splits, 2 * d, d, device=device, dtype=torch.float32),
+        torch.empty(bh, splits, 2 * d, device=device, dtype=torch.float32),
+    )
 
 
 def _per_valid_key(m_part: torch.Tensor, v_part: torch.Tensor, count: torch.Tensor, heads: int):
@@ -367,15 +517,32 @@ class NaLaTriton(torch.autograd.Function):
         cos, sin = _rope_tables(n, d, q.device)
         bh, meta = bsz * heads, _meta(q, rope)
         rows_per_split, s_part, kb_part = _partial_sums(bh, n, d, q.device)
-        _state[(bh, s_part.shape[1])](k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv,
-                                      ROWS_PER_SPLIT=rows_per_split, **meta)
+        _state[(bh, s_part.shape[1])](
+            k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv, ROWS_PER_SPLIT=rows_per_split, **meta
+        )
         state, k_mean = _per_valid_key(s_part, kb_part, count, heads)  # (BH, 2d, d), (BH, 2d)
         out = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
         den = torch.empty(bh, n, device=q.device, dtype=torch.float32)
         rows = _rows_per_program(n)
         _output[(bh, math.ceil(n / rows))](
-            q, state, k_mean, cos, sin, out, den, heads, n, eps, denom_eps, fixed_power, *sq, *out.stride()[:3],
-            ROWS=rows, NORM_AWARE=norm_aware, **meta)
+            q,
+            state,
+            k_mean,
+            cos,
+            sin,
+            out,
+            den,
+            heads,
+            n,
+            eps,
+            denom_eps,
+            fixed_power,
+            *sq,
+            *out.stride()[:3],
+            ROWS=rows,
+            NORM_AWARE=norm_aware,
+            **meta,
+        )
         ctx.save_for_backward(q, k, v, keep, count, out, state, k_mean, den)
         ctx.opts = (rope, norm_aware, fixed_power, eps)
         return out
@@ -390,28 +557,91 @@ class NaLaTriton(torch.autograd.Function):
         bh, meta = bsz * heads, _meta(q, rope)
         rows_per_split, ds_part, dkb_part = _partial_sums(bh, n, d, q.device)
         _grad_state[(bh, ds_part.shape[1])](
-            q, out, grad_out, den, cos, sin, ds_part, dkb_part, heads, n, eps, fixed_power,
-            *q.stride()[:3], *out.stride()[:3], *sg, ROWS_PER_SPLIT=rows_per_split, NORM_AWARE=norm_aware, **meta)
+            q,
+            out,
+            grad_out,
+            den,
+            cos,
+            sin,
+            ds_part,
+            dkb_part,
+            heads,
+            n,
+            eps,
+            fixed_power,
+            *q.stride()[:3],
+            *out.stride()[:3],
+            *sg,
+            ROWS_PER_SPLIT=rows_per_split,
+            NORM_AWARE=norm_aware,
+            **meta,
+        )
         rows = _rows_per_program(n)
         dq = torch.empty(bsz, heads, n, d, device=q.device, dtype=q.dtype)
         _grad_q[(bh, math.ceil(n / rows))](
-            q, out, grad_out, state, k_mean, den, cos, sin, dq, heads, n, eps, fixed_power,
-            *q.stride()[:3], *out.stride()[:3], *sg, *dq.stride()[:3], ROWS=rows, NORM_AWARE=norm_aware, **meta)
+            q,
+            out,
+            grad_out,
+            state,
+            k_mean,
+            den,
+            cos,
+            sin,
+            dq,
+            heads,
+            n,
+            eps,
+            fixed_power,
+            *q.stride()[:3],
+            *out.stride()[:3],
+            *sg,
+            *dq.stride()[:3],
+            ROWS=rows,
+            NORM_AWARE=norm_aware,
+            **meta,
+        )
         d_state, d_k_mean = _per_valid_key(ds_part, dkb_part, count, heads)
         dk = torch.empty(bsz, heads, n, d, device=q.device, dtype=k.dtype)
         dv = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
         _grad_kv[(bh, math.ceil(n / rows))](
-            k, v, keep, d_state, d_k_mean, cos, sin, dk, dv, heads, n, *k.stride()[:3], *v.stride()[:3],
-            *dk.stride()[:3], ROWS=rows, **meta)
+            k,
+            v,
+            keep,
+            d_state,
+            d_k_mean,
+            cos,
+            sin,
+            dk,
+            dv,
+            heads,
+            n,
+            *k.stride()[:3],
+            *v.stride()[:3],
+            *dk.stride()[:3],
+            ROWS=rows,
+            **meta,
+        )
         return dq, dk, dv, None, None, None, None, None, None
 
 
 @torch.compiler.disable  # already one fused kernel per pass; under trainer.compile the model compiles around it
-def nala_triton(q, k, v, mask, rope: bool = True, denom_eps: float = 1e-6, norm_aware: bool = True,
-                sign_split: bool = True, fixed_power: float = 3.0, eps: float = 1e-6) -> torch.Tensor:
+def nala_triton(
+    q,
+    k,
+    v,
+    mask,
+    rope: bool = True,
+    denom_eps: float = 1e-6,
+    norm_aware: bool = True,
+    sign_split: bool = True,
+    fixed_power: float = 3.0,
+    eps: float = 1e-6,
+) -> torch.Tensor:
     """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_fused``."""
     if not supports(q, sign_split):
-        raise ValueError(f"the Triton NaLa kernels need Triton, CUDA (or TRITON_INTERPRET=1), sign_split=True, "
-                         f"head_dim a power of two in [16, 64] and fp16/bf16/fp32; got head_dim {q.shape[-1]}, "
-                         f"{q.dtype}, device {q.device}, sign_split={sign_split}; use attention.impl=fused")
+        raise ValueError(
+            f"the Triton NaLa kernels need Triton, CUDA (or TRITON_INTERPRET=1), sign_split=True, "
+            f"head_dim a power of two in [16, 64] and fp16/bf16/fp32; got head_dim {q.shape[-1]}, "
+            f"{q.dtype}, device {q.device}, sign_split={sign_split}; use attention.impl=fused"
+        )
     return NaLaTriton.apply(q, k, v, mask, rope, denom_eps, norm_aware, fixed_power, eps)

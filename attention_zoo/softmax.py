@@ -27,9 +27,7 @@ def softmax_reference(
 
 @register("softmax", complexity="O(N^2)", source="Vaswani et al. 2017, Attention Is All You Need")
 class SoftmaxAttention(MultiHeadAttention):
-    def __init__(
-        self, dim: int, num_heads: int, dropout: float = 0.0, impl: str = "auto", eager: bool = False
-    ):
+    def __init__(self, dim: int, num_heads: int, dropout: float = 0.0, impl: str = "auto", eager: bool = False):
         super().__init__(dim, num_heads, dropout, "reference" if eager else impl)
 
     def attend(self, q, k, v, mask):

@@ -94,8 +94,28 @@ from attention_zoo import build_attention, default_config
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "bench"
 
-COLUMNS = ["device", "torch", "attention", "impl", "mode", "seq_len", "batch", "heads", "head_dim", "dtype", "ms",
-           "peak_mem_mb", "status", "error", "tokens_per_sec", "repeats", "gbps", "tflops", "time", "command"]
+COLUMNS = [
+    "device",
+    "torch",
+    "attention",
+    "impl",
+    "mode",
+    "seq_len",
+    "batch",
+    "heads",
+    "head_dim",
+    "dtype",
+    "ms",
+    "peak_mem_mb",
+    "status",
+    "error",
+    "tokens_per_sec",
+    "repeats",
+    "gbps",
+    "tflops",
+    "time",
+    "command",
+]
 KEY = ["attention", "impl", "mode", "seq_len", "dtype", "batch", "heads", "head_dim"]
 MODES = ("train", "infer")
 EXTRAS = ("sdpa_flash", "elu_linear_plain", "nala_released_fp32", "nala_triton", "fla_chunk_linear")
@@ -107,8 +127,9 @@ PASSES = {"nala_triton": {"train": 12, "infer": 4}}
 BASELINES = ("softmax", "sdpa_flash")
 STATUS_LABEL = {"oom": "OOM", "error": "ERROR", "skipped": "SKIPPED", "unavailable": "N/A"}
 
-CUDA_DEFAULTS = dict(lengths="1K,2K,3K,4K,8K,16K,32K,64K", tokens=1 << 20, heads=8, head_dim=64, repeats=10, warmup=3,
-                     dtype="bf16")
+CUDA_DEFAULTS = dict(
+    lengths="1K,2K,3K,4K,8K,16K,32K,64K", tokens=1 << 20, heads=8, head_dim=64, repeats=10, warmup=3, dtype="bf16"
+)
 CPU_DEFAULTS = dict(lengths="64,128", tokens=512, heads=2, head_dim=16, repeats=2, warmup=1, dtype="fp32", threads=1)
 
 
@@ -209,8 +230,10 @@ def _nala_triton(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Ten
     from attention_zoo.nala_triton import nala_triton, supports
 
     if not supports(q, sign_split=True):
-        raise Unavailable(f"Triton NaLa kernels do not run here ({q.device}, {q.dtype}, triton importable: "
-                          f"{importlib.util.find_spec('triton') is not None})")
+        raise Unavailable(
+            f"Triton NaLa kernels do not run here ({q.device}, {q.dtype}, triton importable: "
+            f"{importlib.util.find_spec('triton') is not None})"
+        )
     mask = torch.ones(q.shape[0], q.shape[2], dtype=torch.bool, device=q.device)
     return nala_triton(q, k, v, mask)
 
@@ -231,14 +254,22 @@ def fla_op() -> Callable[..., torch.Tensor]:
     return run
 
 
-EXTRA_IMPL = {"sdpa_flash": "flash", "elu_linear_plain": "torch", "nala_released_fp32": "torch_fp32",
-              "nala_triton": "triton",
-              "fla_chunk_linear": "triton_chunk_causal"}
+EXTRA_IMPL = {
+    "sdpa_flash": "flash",
+    "elu_linear_plain": "torch",
+    "nala_released_fp32": "torch_fp32",
+    "nala_triton": "triton",
+    "fla_chunk_linear": "triton_chunk_causal",
+}
 
 
 def kernel_step(case: Case, device: torch.device) -> Step:
-    fn = {"sdpa_flash": _sdpa_flash, "elu_linear_plain": _elu_linear, "nala_released_fp32": _nala_released,
-          "nala_triton": _nala_triton}.get(case.attention)
+    fn = {
+        "sdpa_flash": _sdpa_flash,
+        "elu_linear_plain": _elu_linear,
+        "nala_released_fp32": _nala_released,
+        "nala_triton": _nala_triton,
+    }.get(case.attention)
     shape = (case.batch, case.heads, case.seq_len, case.head_dim)
     if case.attention == "fla_chunk_linear":
         fn = fla_op()
@@ -336,8 +367,10 @@ def run_case(case: Case, device: torch.device, warmup: int, repeats: int, max_se
 def ceilings(device: torch.device) -> list[dict[str, Any]]:
     """Copy bandwidth (1 GiB device-to-device, bytes read + written) and a bf16 8192^3 matrix product."""
     rows = []
-    for name, impl, mode, dtype, fn in (("copy_bandwidth", "torch.copy_", "copy", "fp32", _copy_gbps),
-                                        ("matmul_bf16", "torch.matmul", "matmul", "bf16", _matmul_tflops)):
+    for name, impl, mode, dtype, fn in (
+        ("copy_bandwidth", "torch.copy_", "copy", "fp32", _copy_gbps),
+        ("matmul_bf16", "torch.matmul", "matmul", "bf16", _matmul_tflops),
+    ):
         row = dict(attention=name, impl=impl, mode=mode, dtype=dtype, repeats=20, status="ok", error="")
         try:
             row.update(fn(device, 20))
@@ -454,9 +487,12 @@ def format_tables(rows: list[dict[str, Any]], lengths: list[int]) -> str:
             return f"{base['ms'] / r['ms']:.2f}x"
 
         what_text = "forward + backward" if mode == "train" else "forward only (inference_mode)"
-        for what, title in (("ms", "ms per step (median)"), ("softmax", "speed vs softmax (softmax ms / ms)"),
-                            ("sdpa_flash", "speed vs sdpa_flash (sdpa_flash ms / ms)"),
-                            ("mem", "peak MB above the step's baseline")):
+        for what, title in (
+            ("ms", "ms per step (median)"),
+            ("softmax", "speed vs softmax (softmax ms / ms)"),
+            ("sdpa_flash", "speed vs sdpa_flash (sdpa_flash ms / ms)"),
+            ("mem", "peak MB above the step's baseline"),
+        ):
             if what in BASELINES and what not in names:
                 continue
             if what == "mem" and all(math.isnan(r.get("peak_mem_mb", math.nan)) for r in mode_rows):
@@ -492,35 +528,61 @@ def _csv(text: str | None) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lra.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                   help="auto: cuda when available (defaults differ: see --lengths etc.)")
-    p.add_argument("--lengths", help=f"comma list, K = 1024 (cuda: {CUDA_DEFAULTS['lengths']}; cpu: "
-                                     f"{CPU_DEFAULTS['lengths']})")
+    p = argparse.ArgumentParser(
+        prog="python -m lra.bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cuda", "cpu"),
+        default="auto",
+        help="auto: cuda when available (defaults differ: see --lengths etc.)",
+    )
+    p.add_argument(
+        "--lengths", help=f"comma list, K = 1024 (cuda: {CUDA_DEFAULTS['lengths']}; cpu: {CPU_DEFAULTS['lengths']})"
+    )
     p.add_argument("--tokens", type=int, help="batch x length per step; batch = tokens // N (cuda: 2^20; cpu: 512)")
     p.add_argument("--heads", type=int, help="cuda: 8; cpu: 2")
     p.add_argument("--head-dim", type=int, help="per head; model dim = heads x head_dim (cuda: 64; cpu: 16)")
     p.add_argument("--attention", help="comma list of registered attentions and/or extras (default: all registered)")
-    p.add_argument("--extra", default=",".join(EXTRAS),
-                   help=f"comma list of reference entries, or none (default: {','.join(EXTRAS)})")
+    p.add_argument(
+        "--extra",
+        default=",".join(EXTRAS),
+        help=f"comma list of reference entries, or none (default: {','.join(EXTRAS)})",
+    )
     p.add_argument("--modes", default=",".join(MODES), help="train (forward + backward), infer (forward)")
     p.add_argument("--repeats", type=int, help="timed steps per measurement, median reported (cuda: 10; cpu: 2)")
     p.add_argument("--warmup", type=int, help="untimed steps first, at least 1 (cuda: 3; cpu: 1)")
-    p.add_argument("--max-measure-seconds", type=float, default=10.0,
-                   help="time fewer repeats (at least 3) when one measurement would take longer than this")
-    p.add_argument("--budget-seconds", type=float, default=0.0,
-                   help="start no measurement after this many seconds; the rest are recorded 'skipped' (0 = none)")
+    p.add_argument(
+        "--max-measure-seconds",
+        type=float,
+        default=10.0,
+        help="time fewer repeats (at least 3) when one measurement would take longer than this",
+    )
+    p.add_argument(
+        "--budget-seconds",
+        type=float,
+        default=0.0,
+        help="start no measurement after this many seconds; the rest are recorded 'skipped' (0 = none)",
+    )
     p.add_argument("--dtype", choices=("bf16", "fp32"), help="bf16 = autocast, fp32 params (cuda: bf16; cpu: fp32)")
-    p.add_argument("--impl", default="auto", help="attention.impl for configs that have one (auto|fast|reference; "
-                                                  "nalaformer also linear)")
-    p.add_argument("--threads", type=int, help="CPU intra-op threads (cpu: 1, fastest and steadiest at the small "
-                                                "sizes; cuda: left as torch sets it)")
+    p.add_argument(
+        "--impl",
+        default="auto",
+        help="attention.impl for configs that have one (auto|fast|reference; nalaformer also linear)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU intra-op threads (cpu: 1, fastest and steadiest at the small sizes; cuda: left as torch sets it)",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder (file <device>.csv) or a .csv path")
     p.add_argument("--no-ceilings", action="store_true", help="skip the copy-bandwidth and matmul rows (cuda)")
-    p.add_argument("--missing-only", action="store_true",
-                   help="measure only what the output file lacks (no row, or skipped/error): fills a table across "
-                        "several budget-limited runs")
+    p.add_argument(
+        "--missing-only",
+        action="store_true",
+        help="measure only what the output file lacks (no row, or skipped/error): fills a table across "
+        "several budget-limited runs",
+    )
     p.add_argument("--quiet", action="store_true", help="no line per measurement")
     return p
 
@@ -566,17 +628,24 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
     names = _csv(args.attention) or list(registered)
     names += [e for e in _csv(args.extra) if e not in names]
     if bad := [a for a in names if a not in registered and a not in EXTRAS]:
-        parser.error(f"unknown attention {', '.join(bad)}; registered: {', '.join(registered)}; "
-                     f"extras: {', '.join(EXTRAS)}")
+        parser.error(
+            f"unknown attention {', '.join(bad)}; registered: {', '.join(registered)}; extras: {', '.join(EXTRAS)}"
+        )
     if min(args.tokens, args.heads, args.head_dim, args.repeats) < 1:
         parser.error("--tokens, --heads, --head-dim and --repeats must be positive")
 
     label = device_label(device)
-    common = dict(device=label, torch=torch.__version__, time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  command="python -m lra.bench " + shlex.join(argv))
+    common = dict(
+        device=label,
+        torch=torch.__version__,
+        time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command="python -m lra.bench " + shlex.join(argv),
+    )
     say = (lambda *_: None) if args.quiet else (lambda text: print(text, flush=True))
-    say(f"lra.bench on {label} (torch {torch.__version__}): {args.dtype}, tokens {args.tokens}, heads {args.heads} "
-        f"x head_dim {args.head_dim}, lengths {','.join(map(_label, lengths))}, modes {','.join(modes)}")
+    say(
+        f"lra.bench on {label} (torch {torch.__version__}): {args.dtype}, tokens {args.tokens}, heads {args.heads} "
+        f"x head_dim {args.head_dim}, lengths {','.join(map(_label, lengths))}, modes {','.join(modes)}"
+    )
 
     path = csv_path(args.out, label)
     started = time.perf_counter()  # the budget counts from here
@@ -584,8 +653,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
     if cuda and not args.no_ceilings:
         for r in ceilings(device):
             rows.append({**common, "seq_len": 0, "batch": 0, "heads": 0, "head_dim": 0, **r})
-            say(f"  {r['attention']}: " + (f"{r['gbps']:.0f} GB/s" if "gbps" in r else
-                                            f"{r['tflops']:.0f} TFLOP/s" if "tflops" in r else r["error"]))
+            say(
+                f"  {r['attention']}: "
+                + (
+                    f"{r['gbps']:.0f} GB/s"
+                    if "gbps" in r
+                    else f"{r['tflops']:.0f} TFLOP/s"
+                    if "tflops" in r
+                    else r["error"]
+                )
+            )
 
     done: set[tuple[str, ...]] = set()
     if args.missing_only and path.exists():
@@ -605,9 +682,16 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
             if result["status"] == "oom":
                 oom_at[name, mode] = n
         ms = result.get("ms", math.nan)
-        row = {**common, **case.__dict__, "ms": ms, "peak_mem_mb": result.get("peak_mem_mb", math.nan),
-               "status": result["status"], "error": result["error"], "repeats": result.get("repeats", 0),
-               "tokens_per_sec": case.batch * n / (ms / 1000) if ms == ms else math.nan}
+        row = {
+            **common,
+            **case.__dict__,
+            "ms": ms,
+            "peak_mem_mb": result.get("peak_mem_mb", math.nan),
+            "status": result["status"],
+            "error": result["error"],
+            "repeats": result.get("repeats", 0),
+            "tokens_per_sec": case.batch * n / (ms / 1000) if ms == ms else math.nan,
+        }
         if name in PASSES and ms == ms:
             elem = 2 if args.dtype == "bf16" else 4
             row["gbps"] = PASSES[name][mode] * case.batch * n * args.heads * args.head_dim * elem / (ms / 1e3) / 1e9
@@ -623,8 +707,10 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
     for r in rows:
         if r["mode"] in ("copy", "matmul"):
             value = f"{r['gbps']:.0f} GB/s" if "gbps" in r else f"{r.get('tflops', math.nan):.0f} TFLOP/s"
-            print(f"{r['attention']}: " + (f"{value} ({r['ms']:.3f} ms median)" if r["status"] == "ok" else
-                                          f"{r['status']} {r['error']}"))
+            print(
+                f"{r['attention']}: "
+                + (f"{value} ({r['ms']:.3f} ms median)" if r["status"] == "ok" else f"{r['status']} {r['error']}")
+            )
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"\n{ok} of {len(rows)} rows ok in {time.perf_counter() - started:.0f} s; wrote {path}")
     return 0

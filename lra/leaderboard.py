@@ -26,8 +26,22 @@ REFERENCES = {
     "lra_lite": ("nystromformer_lra", "skyformer_table1", "polaformer_lra"),
     "lra_original": ("lra_paper_table1",),
 }
-RUN_COLUMNS = ["task", "attention", "seed", "protocol", "data", "status", "test_acc", "best_val_acc", "majority_acc",
-               "device", "steps_per_sec", "tokens_per_sec", "peak_mem_mb", "train_seconds"]
+RUN_COLUMNS = [
+    "task",
+    "attention",
+    "seed",
+    "protocol",
+    "data",
+    "status",
+    "test_acc",
+    "best_val_acc",
+    "majority_acc",
+    "device",
+    "steps_per_sec",
+    "tokens_per_sec",
+    "peak_mem_mb",
+    "train_seconds",
+]
 
 
 def load_runs(path: Path) -> pd.DataFrame:
@@ -43,8 +57,9 @@ def load_published(folder: Path) -> pd.DataFrame:
         if "protocol" not in df.columns:  # efficiency tables
             continue
         tasks = [t for t in (*TASKS, *EXTRA_TASKS) if t in df.columns]
-        long = df.melt(id_vars=["model", "attention", "protocol", "source"], value_vars=tasks, var_name="task",
-                       value_name="raw")
+        long = df.melt(
+            id_vars=["model", "attention", "protocol", "source"], value_vars=tasks, var_name="task", value_name="raw"
+        )
         long["value"] = pd.to_numeric(long["raw"], errors="coerce")
         long["table"] = csv.stem
         frames.append(long.rename(columns={"source": "citation"}))
@@ -172,10 +187,12 @@ def board_markdown(board: Board) -> str:
                 cells += [row[c].pub(), row[c].delta_text()]
         lines.append("| " + " | ".join(cells) + " |")
     out = [f"### {_title(board)}", "", *lines, ""]
-    out.append("Cells: mean ± std (n seeds) of test accuracy; **bold** = best in column; "
-               + ("pub = published value for the same protocol; Δ = ours − pub; " if board.referenced else "")
-               + "— = no run or no published value; Avg over the five LRA tasks (Path-X excluded, as in the LRA "
-               "paper).")
+    out.append(
+        "Cells: mean ± std (n seeds) of test accuracy; **bold** = best in column; "
+        + ("pub = published value for the same protocol; Δ = ours − pub; " if board.referenced else "")
+        + "— = no run or no published value; Avg over the five LRA tasks (Path-X excluded, as in the LRA "
+        "paper)."
+    )
     if board.citations:
         out.append("Published: " + "; ".join(board.citations) + ".")
     return "\n".join(out) + "\n"
@@ -191,8 +208,11 @@ def board_latex(board: Board) -> str:
 
     names = [("Avg" if c == "avg" else tex(c)) for c in cols]
     head = [rf"\multicolumn{{2}}{{c}}{{{n}}}" for n in names] if board.referenced else names
-    lines = [r"\begin{tabular}{l" + "r" * (per * len(cols)) + "}", r"\toprule",
-             " & ".join(["Attention", *head]) + r" \\"]
+    lines = [
+        r"\begin{tabular}{l" + "r" * (per * len(cols)) + "}",
+        r"\toprule",
+        " & ".join(["Attention", *head]) + r" \\",
+    ]
     if board.referenced:
         lines.append(" & ".join([""] + ["ours", "pub"] * len(cols)) + r" \\")
     lines.append(r"\midrule")
@@ -216,16 +236,41 @@ def board_long(board: Board) -> pd.DataFrame:
     rows = []
     for attention, row in board.cells.items():
         for task, cell in row.items():
-            rows.append({"protocol": board.protocol, "data": board.data, "attention": attention, "task": task,
-                         "mean": cell.mean, "std": cell.std, "n": cell.n, "published": cell.published,
-                         "delta": cell.delta, "best": cell.best, "note": cell.note})
+            rows.append(
+                {
+                    "protocol": board.protocol,
+                    "data": board.data,
+                    "attention": attention,
+                    "task": task,
+                    "mean": cell.mean,
+                    "std": cell.std,
+                    "n": cell.n,
+                    "published": cell.published,
+                    "delta": cell.delta,
+                    "best": cell.best,
+                    "note": cell.note,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # --- efficiency ----------------------------------------------------------------------------------------------
 
-BENCH_COLUMNS = ["device", "torch", "attention", "impl", "mode", "seq_len", "batch", "heads", "head_dim", "dtype",
-                 "ms", "peak_mem_mb", "status"]
+BENCH_COLUMNS = [
+    "device",
+    "torch",
+    "attention",
+    "impl",
+    "mode",
+    "seq_len",
+    "batch",
+    "heads",
+    "head_dim",
+    "dtype",
+    "ms",
+    "peak_mem_mb",
+    "status",
+]
 
 
 def load_bench(folder: Path) -> pd.DataFrame:
@@ -268,9 +313,24 @@ def efficiency_markdown(bench: pd.DataFrame, mode: str = "train") -> str:
             speed_lines.append("| " + " | ".join(speed) + " |")
             mem_lines.append("| " + " | ".join(mem) + " |")
         cfg = dev.iloc[0]
-        setup = (f"{cfg['dtype']}, batch x heads chosen per length (see results/bench), head dim {cfg['head_dim']}, "
-                 f"torch {cfg['torch']}")
-        out += [f"### Speed, {what}: steps/s (× softmax) on {device}", "", header, rule, *speed_lines, "",
-                f"### Peak memory, {what}: GB (× softmax) on {device}", "", header, rule, *mem_lines, "",
-                f"Setup: {setup}. OOM = out of memory (a result, not a crash).", ""]
+        setup = (
+            f"{cfg['dtype']}, batch x heads chosen per length (see results/bench), head dim {cfg['head_dim']}, "
+            f"torch {cfg['torch']}"
+        )
+        out += [
+            f"### Speed, {what}: steps/s (× softmax) on {device}",
+            "",
+            header,
+            rule,
+            *speed_lines,
+            "",
+            f"### Peak memory, {what}: GB (× softmax) on {device}",
+            "",
+            header,
+            rule,
+            *mem_lines,
+            "",
+            f"Setup: {setup}. OOM = out of memory (a result, not a crash).",
+            "",
+        ]
     return "\n".join(out)

@@ -18,14 +18,14 @@ from attention_zoo import build_attention
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float, attention: dict[str, Any],
-                 max_len: int):
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float, attention: dict[str, Any], max_len: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = build_attention(attention, dim=dim, num_heads=num_heads, max_len=max_len)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim), nn.Dropout(dropout)
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,9 +45,20 @@ def sinusoidal_positions(n: int, dim: int) -> torch.Tensor:
 
 
 class Encoder(nn.Module):
-    def __init__(self, vocab_size: int, max_len: int, dim: int, depth: int, num_heads: int, mlp_dim: int,
-                 dropout: float, attention: dict[str, Any], pooling: str = "mean", pos_emb: str = "learned",
-                 mean_over_padding: bool = False):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_dim: int,
+        dropout: float,
+        attention: dict[str, Any],
+        pooling: str = "mean",
+        pos_emb: str = "learned",
+        mean_over_padding: bool = False,
+    ):
         super().__init__()
         if pooling not in {"mean", "cls"}:
             raise ValueError(f"model.pooling={pooling!r} is not one of mean, cls")
@@ -60,13 +71,14 @@ class Encoder(nn.Module):
         if pos_emb == "learned":
             self.pos = nn.Parameter(torch.randn(seq_len, dim) * 0.02)
         else:
-            self.register_buffer("pos", sinusoidal_positions(seq_len, dim) if pos_emb == "sinusoidal"
-                                 else torch.zeros(seq_len, dim), persistent=False)
+            self.register_buffer(
+                "pos",
+                sinusoidal_positions(seq_len, dim) if pos_emb == "sinusoidal" else torch.zeros(seq_len, dim),
+                persistent=False,
+            )
         self.cls = nn.Parameter(torch.zeros(1, 1, dim)) if pooling == "cls" else None
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_dim, dropout, attention, seq_len) for _ in range(depth)
-        )
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_dim, dropout, attention, seq_len) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -92,13 +104,28 @@ class Encoder(nn.Module):
 class LRAModel(nn.Module):
     """Classifier for one document, or for a pair when ``dual=True`` (input ``(B, 2, N)``)."""
 
-    def __init__(self, vocab_size: int, max_len: int, num_classes: int, dual: bool, dim: int, depth: int,
-                 num_heads: int, mlp_dim: int, head_dim: int, dropout: float, attention: dict[str, Any],
-                 pooling: str = "mean", pos_emb: str = "learned", mean_over_padding: bool = False):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_len: int,
+        num_classes: int,
+        dual: bool,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        mlp_dim: int,
+        head_dim: int,
+        dropout: float,
+        attention: dict[str, Any],
+        pooling: str = "mean",
+        pos_emb: str = "learned",
+        mean_over_padding: bool = False,
+    ):
         super().__init__()
         self.dual = dual
-        self.encoder = Encoder(vocab_size, max_len, dim, depth, num_heads, mlp_dim, dropout, attention, pooling,
-                               pos_emb, mean_over_padding)
+        self.encoder = Encoder(
+            vocab_size, max_len, dim, depth, num_heads, mlp_dim, dropout, attention, pooling, pos_emb, mean_over_padding
+        )
         in_dim = 4 * dim if dual else dim
         self.head = nn.Sequential(nn.Linear(in_dim, head_dim), nn.ReLU(), nn.Linear(head_dim, num_classes))
 

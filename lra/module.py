@@ -51,8 +51,9 @@ class LRAClassifier(L.LightningModule):
         classes, one or two documents) and the attention group."""
         task, model = config["task"], config["model"]
         net = {k: v for k, v in model.items() if k != "optim"}
-        net.update(vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"],
-                   attention=config["attention"])
+        net.update(
+            vocab_size=task["vocab_size"], max_len=task["max_len"], dual=task["dual"], attention=config["attention"]
+        )
         return cls(net, model["optim"], task["num_classes"], total_steps=total_steps)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
@@ -93,9 +94,14 @@ class LRAClassifier(L.LightningModule):
         """Random states go into the checkpoint so that a resumed run draws the same dropout masks."""
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         checkpoint["rng_states"] = {  # tensors and plain numbers only: checkpoints load with weights_only=True
-            "torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss,
-                      "gauss": gauss},
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": {
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": pos,
+                "has_gauss": has_gauss,
+                "gauss": gauss,
+            },
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         }
 
@@ -113,8 +119,14 @@ class LRAClassifier(L.LightningModule):
     def configure_optimizers(self):
         o = self.optim_cfg
         fused = torch.cuda.is_available() and o.get("fused", True)  # one kernel for all parameters
-        opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], betas=tuple(o["betas"]), eps=o["eps"],
-                                weight_decay=o["weight_decay"], fused=fused or None)
+        opt = torch.optim.AdamW(
+            self.parameters(),
+            lr=o["lr"],
+            betas=tuple(o["betas"]),
+            eps=o["eps"],
+            weight_decay=o["weight_decay"],
+            fused=fused or None,
+        )
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda step: warmup_decay(step, o["warmup_steps"], self.total_steps, o["decay"])
         )

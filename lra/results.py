@@ -19,9 +19,30 @@ RUNS_FILE = "runs.jsonl"
 
 # Fields every row carries (tests check the schema against this list).
 REQUIRED_FIELDS = (
-    "run_id", "time", "status", "task", "attention", "seed", "protocol", "data", "data_source",
-    "test_acc", "best_val_acc", "majority_acc", "steps", "train_seconds", "steps_per_sec", "tokens_per_sec",
-    "peak_mem_mb", "peak_mem_kind", "params", "device", "torch", "git_commit", "overrides", "config",
+    "run_id",
+    "time",
+    "status",
+    "task",
+    "attention",
+    "seed",
+    "protocol",
+    "data",
+    "data_source",
+    "test_acc",
+    "best_val_acc",
+    "majority_acc",
+    "steps",
+    "train_seconds",
+    "steps_per_sec",
+    "tokens_per_sec",
+    "peak_mem_mb",
+    "peak_mem_kind",
+    "params",
+    "device",
+    "torch",
+    "git_commit",
+    "overrides",
+    "config",
 )
 
 

@@ -30,8 +30,12 @@ SETTINGS = {
     "bf16+fused_adamw+workers+compile": ["trainer.precision=bf16-mixed", "num_workers=4", "trainer.compile=true"],
     # Not measured yet (next GPU session): the step is launch-bound, so fewer launches should pay where fusing did not.
     "fp32+fused_adamw": ["trainer.precision=32-true", "num_workers=0"],
-    "fp32+fused_adamw+cudagraphs": ["trainer.precision=32-true", "num_workers=0", "trainer.compile=true",
-                                    "trainer.compile_mode=reduce-overhead"],
+    "fp32+fused_adamw+cudagraphs": [
+        "trainer.precision=32-true",
+        "num_workers=0",
+        "trainer.compile=true",
+        "trainer.compile_mode=reduce-overhead",
+    ],
 }
 
 
@@ -89,16 +93,33 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.settings.split(","):
-            overrides = [*args.overrides, *SETTINGS[name], f"trainer.max_steps={args.steps}",
-                         f"trainer.val_check_interval={args.steps}", "trainer.limit_val_batches=1",
-                         "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false",
-                         f"results_dir={tmp}/r", f"checkpoint_dir={tmp}/c"]
+            overrides = [
+                *args.overrides,
+                *SETTINGS[name],
+                f"trainer.max_steps={args.steps}",
+                f"trainer.val_check_interval={args.steps}",
+                "trainer.limit_val_batches=1",
+                "trainer.limit_test_batches=1",
+                "trainer.enable_progress_bar=false",
+                f"results_dir={tmp}/r",
+                f"checkpoint_dir={tmp}/c",
+            ]
             start = time.perf_counter()
             row = run.train(config(overrides))
-            rows.append({"setting": name, "steps": row["steps"], "steady_steps_per_sec": row["steady_steps_per_sec"],
-                         "steps_per_sec": row["steps_per_sec"], "tokens_per_sec": row["tokens_per_sec"],
-                         "peak_mem_mb": row["peak_mem_mb"], "wall_seconds": time.perf_counter() - start,
-                         "device": row["device"], "torch": row["torch"], "overrides": json.dumps(overrides[:-4])})
+            rows.append(
+                {
+                    "setting": name,
+                    "steps": row["steps"],
+                    "steady_steps_per_sec": row["steady_steps_per_sec"],
+                    "steps_per_sec": row["steps_per_sec"],
+                    "tokens_per_sec": row["tokens_per_sec"],
+                    "peak_mem_mb": row["peak_mem_mb"],
+                    "wall_seconds": time.perf_counter() - start,
+                    "device": row["device"],
+                    "torch": row["torch"],
+                    "overrides": json.dumps(overrides[:-4]),
+                }
+            )
             print(rows[-1], flush=True)
     frac = attention_fraction([*args.overrides])
     for r in rows:

@@ -42,7 +42,7 @@ def check(shapes) -> bool:
         torch.manual_seed(n)
         q, k, v = (torch.randn(bsz, heads, n, d, device="cuda").to(dtype).requires_grad_() for _ in range(3))
         mask = torch.ones(bsz, n, dtype=torch.bool, device="cuda")
-        mask[0, n // 3:] = False
+        mask[0, n // 3 :] = False
         out = nt.nala_triton(q, k, v, mask)
         g = torch.randn_like(out)
         out.backward(g)
@@ -52,8 +52,12 @@ def check(shapes) -> bool:
         errs = [rel(out, ref)] + [rel(a.grad, b.grad) for a, b in zip((q, k, v), (q64, k64, v64), strict=True)]
         good = max(errs) < tol
         ok &= good
-        print(f"check {str((bsz, heads, n, d)):22s} {str(dtype):15s} rel err out/dq/dk/dv "
-              + " ".join(f"{e:.1e}" for e in errs) + f"  (< {tol:g}: {'PASS' if good else 'FAIL'})", flush=True)
+        print(
+            f"check {str((bsz, heads, n, d)):22s} {str(dtype):15s} rel err out/dq/dk/dv "
+            + " ".join(f"{e:.1e}" for e in errs)
+            + f"  (< {tol:g}: {'PASS' if good else 'FAIL'})",
+            flush=True,
+        )
     return ok
 
 
@@ -86,8 +90,10 @@ def timed(fn, q, k, v, mask, train=True, repeats=10):
 
 def d128(n: int) -> None:
     """head_dim 128 is refused today (shared memory at 64-row blocks); does a smaller block or one stage fit?"""
-    q, k, v = (torch.randn((1 << 20) // n, 4, n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-               for _ in range(3))
+    q, k, v = (
+        torch.randn((1 << 20) // n, 4, n, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        for _ in range(3)
+    )
     mask = torch.ones(q.shape[0], n, dtype=torch.bool, device="cuda")
     supports = nt.supports
     nt.supports = lambda *_: True
@@ -155,8 +161,12 @@ def main() -> int:
     print(torch.cuda.get_device_name(), "torch", torch.__version__, flush=True)
     shapes = [((1, 8, 16384, 64), torch.bfloat16, 1e-2)]
     if not args.quick:
-        shapes += [((2, 4, 1000, 64), torch.bfloat16, 1e-2), ((2, 4, 1000, 64), torch.float32, 1e-5),
-                   ((1, 2, 4097, 32), torch.float32, 1e-5), ((3, 2, 333, 16), torch.bfloat16, 1e-2)]
+        shapes += [
+            ((2, 4, 1000, 64), torch.bfloat16, 1e-2),
+            ((2, 4, 1000, 64), torch.float32, 1e-5),
+            ((1, 2, 4097, 32), torch.float32, 1e-5),
+            ((3, 2, 333, 16), torch.bfloat16, 1e-2),
+        ]
     ok = check(shapes)
     src = torch.empty(1 << 28, device="cuda")
     copy_ms, _ = timed(lambda s, dst, *_: dst.copy_(s), src, torch.empty_like(src), src, None, train=False)
@@ -167,8 +177,9 @@ def main() -> int:
     tensor_bytes = tokens * heads * d * 2
     for n in [int(x) for x in args.lengths.split(",")]:
         b = tokens // n
-        q, k, v = (torch.randn(b, heads, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-                   for _ in range(3))
+        q, k, v = (
+            torch.randn(b, heads, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+        )
         mask = torch.ones(b, n, dtype=torch.bool, device="cuda")
         cases = [("nala_triton", nt.nala_triton), ("elu_plain", elu_plain)]
         if n == 16384:
@@ -180,8 +191,9 @@ def main() -> int:
                 if name == "nala_triton":
                     gbps = (12 if train else 4) * tensor_bytes / ms / 1e6
                     bw = f"  {gbps:6.0f} GB/s ({100 * gbps / copy_gbps:.0f}% of copy)"
-                print(f"N={n:6d} {name:18s} {'fwd+bwd' if train else 'fwd    '} {ms:8.2f} ms {mb:8.0f} MB{bw}",
-                      flush=True)
+                print(
+                    f"N={n:6d} {name:18s} {'fwd+bwd' if train else 'fwd    '} {ms:8.2f} ms {mb:8.0f} MB{bw}", flush=True
+                )
         if args.per_kernel and n == 16384:
             per_kernel(q, k, v, mask)
         if args.module and n == 16384:

@@ -31,12 +31,12 @@ def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
         )
 
 
-def run_cli(*args: str, cwd: Path = ROOT, timeout: int = 300, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str, cwd: Path = ROOT, timeout: int = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     env.pop("LRA_DATA_DIR", None)
-    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env)
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.fixture

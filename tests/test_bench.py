@@ -15,8 +15,23 @@ from lra import bench
 from lra.leaderboard import BENCH_COLUMNS, efficiency_markdown, load_bench
 from tests.conftest import run_cli
 
-SMALL = ["--device", "cpu", "--tokens", "128", "--heads", "2", "--head-dim", "8", "--repeats", "2", "--warmup", "1",
-         "--threads", "1", "--quiet"]
+SMALL = [
+    "--device",
+    "cpu",
+    "--tokens",
+    "128",
+    "--heads",
+    "2",
+    "--head-dim",
+    "8",
+    "--repeats",
+    "2",
+    "--warmup",
+    "1",
+    "--threads",
+    "1",
+    "--quiet",
+]
 
 
 def run_bench(tmp_path, *args: str) -> pd.DataFrame:
@@ -61,8 +76,9 @@ def test_rerun_replaces_rows_and_keeps_others(tmp_path):
     more = run_bench(tmp_path, *args, "--lengths", "64,128")
     assert sorted(more["seq_len"]) == [32, 32, 64, 64, 128, 128]
     assert (more[more["seq_len"] == 32]["time"] == again[again["seq_len"] == 32]["time"].iloc[0]).all()  # kept
-    other = run_bench(tmp_path, "--attention", "softmax", "--extra", "none", "--modes", "train", "--lengths", "32",
-                      "--tokens", "64")  # another batch: a different key, kept beside the others
+    other = run_bench(
+        tmp_path, "--attention", "softmax", "--extra", "none", "--modes", "train", "--lengths", "32", "--tokens", "64"
+    )  # another batch: a different key, kept beside the others
     assert len(other) == 7 and sorted(other[other["seq_len"] == 32]["batch"]) == [2, 4, 4]
 
 
@@ -83,11 +99,14 @@ class Exploding(nn.Module):
         return self.proj(x)
 
 
-@pytest.mark.parametrize(("error", "status"), [
-    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
-    (RuntimeError("CUDA error: out of memory"), "oom"),
-    (ValueError("a bug in the attention"), "error"),
-])
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), "oom"),
+        (RuntimeError("CUDA error: out of memory"), "oom"),
+        (ValueError("a bug in the attention"), "error"),
+    ],
+)
 def test_oom_is_a_result_and_larger_lengths_are_not_run(tmp_path, monkeypatch, error, status):
     monkeypatch.setitem(REGISTRY, "exploding", AttentionSpec("exploding", Exploding, "O(N)", "test"))
     monkeypatch.setattr(Exploding, "lengths", [])
@@ -118,8 +137,9 @@ def test_budget_skips_what_did_not_start(tmp_path, monkeypatch):
         return {"status": "ok", "error": "", "ms": 1.0, "peak_mem_mb": math.nan, "repeats": 1}
 
     monkeypatch.setattr(bench, "run_case", slow_case)
-    df = run_bench(tmp_path, "--attention", "softmax,linear", "--extra", "none", "--lengths", "32,64",
-                   "--budget-seconds", "0.01")
+    df = run_bench(
+        tmp_path, "--attention", "softmax,linear", "--extra", "none", "--lengths", "32,64", "--budget-seconds", "0.01"
+    )
     assert len(calls) == 1 and len(df) == 8
     assert (df["status"] == "skipped").sum() == 7
     assert df[df["status"] == "skipped"]["error"].str.contains("budget").all()
@@ -138,8 +158,19 @@ def test_efficiency_markdown_renders_the_csv(tmp_path):
 
 def test_cli_prints_ratios_and_writes_the_named_file(tmp_path):
     out = tmp_path / "mine.csv"
-    proc = run_cli("-m", "lra.bench", *SMALL[:-1], "--attention", "softmax,linear", "--extra", "none",
-                   "--lengths", "32", "--out", str(out))
+    proc = run_cli(
+        "-m",
+        "lra.bench",
+        *SMALL[:-1],
+        "--attention",
+        "softmax,linear",
+        "--extra",
+        "none",
+        "--lengths",
+        "32",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     assert "speed vs softmax" in proc.stdout and "train N=   32 linear" in proc.stdout
     assert out.exists() and len(pd.read_csv(out)) == 4

@@ -36,8 +36,12 @@ def test_aclimdb_tree(tmp_path):
 def test_imdb_hugging_face_copy(tmp_path, layout):
     import datasets
 
-    dd = datasets.DatasetDict({s: datasets.Dataset.from_dict({"text": ["good", "bad", "fine"], "label": [1, 0, 1]})
-                               for s in ("train", "test")})
+    dd = datasets.DatasetDict(
+        {
+            s: datasets.Dataset.from_dict({"text": ["good", "bad", "fine"], "label": [1, 0, 1]})
+            for s in ("train", "test")
+        }
+    )
     folder = tmp_path / "imdb"
     if layout == "save_to_disk":
         dd.save_to_disk(str(folder))
@@ -58,11 +62,14 @@ def test_aan_reader(tmp_path):
     assert ids[0, 0, :10].tolist() == [b + 1 for b in first_doc.encode()[:10]]
 
 
-@pytest.mark.parametrize("line, message", [
-    ("1.0\ta\tb\tonly four", "expected 5 tab-separated columns"),
-    ("yes\ta\tb\tx\ty", "is not a number"),
-    ("2\ta\tb\tx\ty", "label 2 is not 0 or 1"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("1.0\ta\tb\tonly four", "expected 5 tab-separated columns"),
+        ("yes\ta\tb\tx\ty", "is not a number"),
+        ("2\ta\tb\tx\ty", "label 2 is not 0 or 1"),
+    ],
+)
 def test_aan_bad_lines_name_file_and_line(tmp_path, line, message):
     path = tmp_path / "new_aan_pairs.train.tsv"
     path.write_text("0\ta\tb\tx\ty\n" + line + "\n")
@@ -82,11 +89,14 @@ def test_cifar_batches_to_gray(tmp_path):
     assert splits["train"][1][0] == batch[b"labels"][0]
 
 
-@pytest.mark.parametrize("change, message", [
-    ({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, r"must be \(n, 3072\)"),
-    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "label 10, outside 0..9"),
-    ({b"pixels": 1}, "is not a CIFAR-10 python batch"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({b"data": np.zeros((3, 100), np.uint8), b"labels": [0, 1, 2]}, r"must be \(n, 3072\)"),
+        ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}, "label 10, outside 0..9"),
+        ({b"pixels": 1}, "is not a CIFAR-10 python batch"),
+    ],
+)
 def test_cifar_bad_batches(tmp_path, change, message):
     folder = write_cifar(tmp_path, per_batch=4)
     with (folder / "data_batch_3").open("wb") as f:
@@ -168,8 +178,12 @@ def test_trimmed_batches_give_the_same_logits(cfg_factory):
     from lra.module import LRAClassifier
 
     for pooling, over_padding in (("mean", False), ("mean", True), ("cls", False)):
-        cfg = cfg_factory("experiment=smoke", f"model.pooling={pooling}", f"model.mean_over_padding={over_padding}",
-                          "attention=nalaformer")
+        cfg = cfg_factory(
+            "experiment=smoke",
+            f"model.pooling={pooling}",
+            f"model.mean_over_padding={over_padding}",
+            "attention=nalaformer",
+        )
         model = LRAClassifier.from_config(OmegaConf.to_container(cfg, resolve=True), 10).double().eval()
         ids = torch.zeros(3, 64, dtype=torch.long)
         ids[0, :40], ids[1, :7], ids[2, :23] = 3, 5, 7
@@ -177,12 +191,19 @@ def test_trimmed_batches_give_the_same_logits(cfg_factory):
         torch.testing.assert_close(model(ids[:, :40]), model(ids))
 
 
-@pytest.mark.parametrize("task, writer, length", [("text", write_aclimdb, 64), ("retrieval", write_aan, 64),
-                                                  ("image", write_cifar, 1024)])
+@pytest.mark.parametrize(
+    "task, writer, length", [("text", write_aclimdb, 64), ("retrieval", write_aan, 64), ("image", write_cifar, 1024)]
+)
 def test_task_end_to_end_on_official_format_files(tmp_path, cfg_factory, task, writer, length):
     writer(tmp_path / "data")
-    cfg = cfg_factory("experiment=smoke", f"task={task}", "task.source=files", "trainer.max_steps=6",
-                      "trainer.val_check_interval=3", f"task.max_len={length}")
+    cfg = cfg_factory(
+        "experiment=smoke",
+        f"task={task}",
+        "task.source=files",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        f"task.max_len={length}",
+    )
     row = run.train(cfg)
     assert row["status"] == "ok" and row["data"] == "real" and row["steps"] == 6
     assert row["data_source"] == f"files:{tmp_path / 'data' / cfg.task.path}"
@@ -211,10 +232,30 @@ def test_cli_prepares_from_an_archive_and_explains_what_is_missing(tmp_path, cap
 def test_pathfinder_end_to_end_from_our_generator(tmp_path, cfg_factory):
     from lra.data.__main__ import main
 
-    assert main(["pathfinder", "--out", str(tmp_path / "data"), "--num-images", "200", "--batch-size", "100",
-                 "--workers", "1"]) == 0
-    cfg = cfg_factory("experiment=smoke", "task=pathfinder", "task.source=files", "task.max_len=1024",
-                      "trainer.max_steps=6", "trainer.val_check_interval=3")
+    assert (
+        main(
+            [
+                "pathfinder",
+                "--out",
+                str(tmp_path / "data"),
+                "--num-images",
+                "200",
+                "--batch-size",
+                "100",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
+    cfg = cfg_factory(
+        "experiment=smoke",
+        "task=pathfinder",
+        "task.source=files",
+        "task.max_len=1024",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+    )
     row = run.train(cfg)
     assert row["status"] == "ok" and row["data"] == "real"
     assert row["data_source"].endswith("pathfinder32/curv_contour_length_14")
@@ -228,8 +269,7 @@ def test_partial_validation_uses_the_first_examples_not_the_shortest(cfg_factory
     Lightning's own limit would keep the shortest ones), batched by eval_batch_size."""
     import run
 
-    cfg = cfg_factory("experiment=smoke", "trainer.limit_val_batches=3", "task.batch_size=4",
-                      "task.eval_batch_size=5")
+    cfg = cfg_factory("experiment=smoke", "trainer.limit_val_batches=3", "task.batch_size=4", "task.eval_batch_size=5")
     seen = {}
 
     class Spy(LRADataModule):

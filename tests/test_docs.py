@@ -45,8 +45,14 @@ def test_plugin_registers_and_keeps_the_contract(plugin):
 
 def test_plugin_trains_through_run_py(plugin, cfg_factory):
     overrides = [f"+attention.{k}={v}" for k, v in plugin.items() if k not in {"name", "impl"}]
-    cfg = cfg_factory("experiment=smoke", "attention=softmax", f"attention.name={plugin['name']}",
-                      "~attention.eager", "~attention.dropout", *overrides)
+    cfg = cfg_factory(
+        "experiment=smoke",
+        "attention=softmax",
+        f"attention.name={plugin['name']}",
+        "~attention.eager",
+        "~attention.dropout",
+        *overrides,
+    )
     row = run.train(cfg)
     assert row["attention"] == plugin["name"] and row["status"] == "ok"
 

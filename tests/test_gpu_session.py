@@ -24,11 +24,19 @@ def session(tmp_path: Path, timeout: int = 400, **env: str) -> tuple[subprocess.
     (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would lose the venv
     (bin_dir / "python3").chmod(0o755)
     out = tmp_path / "out"
-    full_env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "OUT": str(out), "CKPT": str(tmp_path),
-                "DATA": str(tmp_path / "data"), "EXPERIMENT": "smoke", **env}
+    full_env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "OUT": str(out),
+        "CKPT": str(tmp_path),
+        "DATA": str(tmp_path / "data"),
+        "EXPERIMENT": "smoke",
+        **env,
+    }
     full_env.pop("CUDA_VISIBLE_DEVICES", None)
-    res = subprocess.run(["bash", "scripts/gpu_session.sh"], cwd=ROOT, env=full_env, capture_output=True, text=True,
-                         timeout=timeout)
+    res = subprocess.run(
+        ["bash", "scripts/gpu_session.sh"], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
     # What the device tool would send back: at most 8 files, 16 MiB each, no deeper than $OUT/a/b/file (it dropped
     # the rows and checkpoints of a whole call once). Then unpack in place, as after a real call.
     sent = [p for p in out.rglob("*") if p.is_file()]
@@ -43,32 +51,48 @@ def rows(path: Path) -> list[dict]:
 
 
 def test_parallel_runs_finish_and_land(tmp_path):
-    res, out = session(tmp_path, STAGES="pruns", RUNS="listops:softmax:0 listops:linear:1 listops:softmax:2",
-                       PER_GPU="1", RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3")
+    res, out = session(
+        tmp_path,
+        STAGES="pruns",
+        RUNS="listops:softmax:0 listops:linear:1 listops:softmax:2",
+        PER_GPU="1",
+        RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3",
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "== done in" in res.stdout  # the stage returned: it did not wait for the log's tee
     got = sorted((r["attention"], r["seed"], r["status"]) for r in rows(out / "runs.jsonl"))
     assert got == [("linear", 1, "ok"), ("softmax", 0, "ok"), ("softmax", 2, "ok")]
     assert sorted(p.name for p in (out / "logs").iterdir()) == [
-        "listops-linear-1.log", "listops-softmax-0.log", "listops-softmax-2.log"]
+        "listops-linear-1.log",
+        "listops-softmax-0.log",
+        "listops-softmax-2.log",
+    ]
     assert res.stdout.count(" rc=0 test_acc=") == 3
 
 
 def test_scaling_runs_one_then_two_devices(tmp_path):
-    res, out = session(tmp_path, STAGES="scaling",
-                       RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3 trainer.accelerator=cpu")
+    res, out = session(
+        tmp_path, STAGES="scaling", RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3 trainer.accelerator=cpu"
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     got = rows(out / "scaling" / "runs.jsonl")
     assert [(r["world_size"], r["config"]["task"]["batch_size"], r["status"]) for r in got] == [
-        (1, 32, "ok"), (2, 16, "ok")]
+        (1, 32, "ok"),
+        (2, 16, "ok"),
+    ]
     assert res.stdout.count("wall ") == 2
 
 
 def test_a_run_cut_by_the_deadline_sends_its_checkpoints_back(tmp_path):
     """A run longer than the call is killed at DEADLINE; its last and best checkpoints come back under $OUT/ckpt
     (to be carried to the next machine), while finished runs leave nothing there."""
-    res, out = session(tmp_path, STAGES="pruns", RUNS="listops:softmax:0 listops:linear:0", DEADLINE="45",
-                       RUN_EXTRA="trainer.max_steps=100000 trainer.val_check_interval=10")
+    res, out = session(
+        tmp_path,
+        STAGES="pruns",
+        RUNS="listops:softmax:0 listops:linear:0",
+        DEADLINE="45",
+        RUN_EXTRA="trainer.max_steps=100000 trainer.val_check_interval=10",
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert res.stdout.count(" rc=124 ") == 2  # both killed by timeout, as on the device
     kept = sorted(p.relative_to(out / "ckpt") for p in (out / "ckpt").rglob("*.ckpt"))

@@ -44,8 +44,9 @@ def evaluate_tokens(tokens: list[str]) -> int:
     return result
 
 
-SMALL = listops.ListOpsConfig(num_train=300, num_val=50, num_test=50, max_depth=6, min_length=20,
-                              max_length=200, seed=3)
+SMALL = listops.ListOpsConfig(
+    num_train=300, num_val=50, num_test=50, max_depth=6, min_length=20, max_length=200, seed=3
+)
 
 
 def test_round_trip_labels_lengths_and_layout(tmp_path):
@@ -82,12 +83,15 @@ def test_median_of_even_count_truncates():
     assert listops.to_value(tree) == int(np.median([1, 2, 4, 9])) == 3
 
 
-@pytest.mark.parametrize("content, message", [
-    ("Src\tTarget\n", "expected the header"),
-    ("Source\tTarget\n( [MAX 1 2 ] )\t11\n", "out of range"),
-    ("Source\tTarget\n( [MAX 1 2 ] )\tseven\n", "is not an integer"),
-    ("Source\tTarget\n( [MAX 1 2 ] )\n", "expected 2 tab-separated columns"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("Src\tTarget\n", "expected the header"),
+        ("Source\tTarget\n( [MAX 1 2 ] )\t11\n", "out of range"),
+        ("Source\tTarget\n( [MAX 1 2 ] )\tseven\n", "is not an integer"),
+        ("Source\tTarget\n( [MAX 1 2 ] )\n", "expected 2 tab-separated columns"),
+    ],
+)
 def test_malformed_tsv_names_file_and_line(tmp_path, content, message):
     path = tmp_path / "basic_train.tsv"
     path.write_text(content)
@@ -103,8 +107,9 @@ def test_missing_file_says_how_to_make_it(tmp_path):
 
 def test_impossible_request_fails_clearly():
     with pytest.raises(LRAError, match="unique expressions"):
-        listops.generate(listops.ListOpsConfig(num_train=500, num_val=0, num_test=0, max_depth=2, min_length=3,
-                                               max_length=5))
+        listops.generate(
+            listops.ListOpsConfig(num_train=500, num_val=0, num_test=0, max_depth=2, min_length=3, max_length=5)
+        )
 
 
 def test_parallel_generation_gives_the_same_files():

@@ -15,8 +15,9 @@ pytest.importorskip("triton")
 from attention_zoo import nala_triton as nt  # noqa: E402
 from attention_zoo.nalaformer import NaLaAttention, nala_feature_maps, nala_linear  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (nt.INTERPRET or torch.cuda.is_available()),
-                                reason="Triton kernels need a GPU or TRITON_INTERPRET=1")
+pytestmark = pytest.mark.skipif(
+    not (nt.INTERPRET or torch.cuda.is_available()), reason="Triton kernels need a GPU or TRITON_INTERPRET=1"
+)
 DEVICE = "cuda" if torch.cuda.is_available() and not nt.INTERPRET else "cpu"
 
 
@@ -41,17 +42,20 @@ def reference(q, k, v, mask, rope=True, norm_aware=True, fixed_power=3.0):
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
-@pytest.mark.parametrize("shape,splits,strided", [
-    ((2, 2, 37, 16), None, False),   # N not a multiple of the block
-    ((1, 3, 200, 32), 3, True),      # several row splits in the reductions; strided view input
-    ((2, 1, 130, 64), 2, False),     # the LRA/bench head size
-])
+@pytest.mark.parametrize(
+    "shape,splits,strided",
+    [
+        ((2, 2, 37, 16), None, False),  # N not a multiple of the block
+        ((1, 3, 200, 32), 3, True),  # several row splits in the reductions; strided view input
+        ((2, 1, 130, 64), 2, False),  # the LRA/bench head size
+    ],
+)
 def test_matches_linear_form(shape, splits, strided, dtype, tol, monkeypatch):
     monkeypatch.setattr(nt, "SPLITS", splits)
     bsz, heads, n, d = shape
     q, k, v = qkv(*shape, dtype, strided=strided)
     mask = torch.ones(bsz, n, dtype=torch.bool, device=DEVICE)
-    mask[0, n // 2:] = False  # padded keys
+    mask[0, n // 2 :] = False  # padded keys
     out = nt.nala_triton(q, k, v, mask)
     g = torch.randn_like(out)
     out.backward(g)

@@ -52,13 +52,26 @@ def test_lra_presets_follow_the_spec_table():
     assert (hard32.snake_contrast_list, hard32.paddle_contrast_list, hard32.padding) == ((2.0,), (0.75,), 1)
     base32 = pf.PathfinderConfig.lra(32, "easy")
     assert (base32.difficulty, base32.contour_length, base32.distractor_length, base32.num_distractor_snakes) == (
-        "curv_baseline", 6, 2, 10)
+        "curv_baseline",
+        6,
+        2,
+        10,
+    )
     mid64 = pf.PathfinderConfig.lra(64, "intermediate")
     assert (mid64.contour_length, mid64.distractor_length, mid64.num_distractor_snakes, mid64.seed_distance) == (
-        9, 3, 7, 12)
+        9,
+        3,
+        7,
+        12,
+    )
     x = pf.PathfinderConfig.lra(128)
     assert (x.paddle_margin_list, x.seed_distance, x.marker_radius, x.paddle_thickness, x.continuity) == (
-        (2, 3), 20, 3, 1.5, 1.8)
+        (2, 3),
+        20,
+        3,
+        1.5,
+        1.8,
+    )
     assert (x.num_distractor_snakes, x.snake_contrast_list, x.paddle_length) == (35 // 4, (0.9,), 5)
     assert base32.metadata_fields(1) == "1.0 6 2 2 0.5 1 1"  # the released pathfinder32 example line
     with pytest.raises(LRAError, match="difficulty"):
@@ -139,8 +152,14 @@ def point_segment(p: np.ndarray, s: np.ndarray) -> np.ndarray:
 def segment_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Exact distance between every segment of a (n, 4) and of b (m, 4): (n, m)."""
     A, B = a[:, None, :], b[None, :, :]
-    d = np.minimum.reduce([point_segment(A[..., :2], B), point_segment(A[..., 2:], B),
-                           point_segment(B[..., :2], A), point_segment(B[..., 2:], A)])
+    d = np.minimum.reduce(
+        [
+            point_segment(A[..., :2], B),
+            point_segment(A[..., 2:], B),
+            point_segment(B[..., :2], A),
+            point_segment(B[..., 2:], A),
+        ]
+    )
 
     def side(p, q, r):  # orientation of r relative to p->q
         u, v = q - p, r - p
@@ -199,7 +218,7 @@ def connected(img: np.ndarray, a: np.ndarray, b: np.ndarray, threshold: int, rad
         padded = np.pad(reach, k)
         grown = reach.copy()
         for dy, dx in steps:
-            grown |= padded[k + dy: k + dy + h, k + dx: k + dx + w]
+            grown |= padded[k + dy : k + dy + h, k + dx : k + dx + w]
         grown &= bright
         grown[ay, ax] = True
         if grown[by, bx]:
@@ -218,8 +237,10 @@ def test_markers_connected_in_the_image_iff_positive(truth, res, capsys):
     neg_targets = [connected(s.targets_image, *s.markers, 32, 2 * s.margin + 0.5) for s in truth[res] if s.label == 0]
     neg_full = [connected(s.image, *s.markers, 32, 2 * s.margin + 0.5) for s in truth[res] if s.label == 0]
     with capsys.disabled():
-        print(f"\npathfinder{res}: markers connected in the image: positives {np.mean(pos):.3f} (n={len(pos)}), "
-              f"negatives {np.mean(neg_full):.3f} (targets only: {np.mean(neg_targets):.3f}, n={len(neg_targets)})")
+        print(
+            f"\npathfinder{res}: markers connected in the image: positives {np.mean(pos):.3f} (n={len(pos)}), "
+            f"negatives {np.mean(neg_full):.3f} (targets only: {np.mean(neg_targets):.3f}, n={len(neg_targets)})"
+        )
     assert pos and neg_targets
     assert np.mean(pos) >= 0.97
     assert np.mean(neg_targets) <= 0.03
@@ -387,6 +408,8 @@ def test_speed_is_printed(capsys):
     rates = {32: pf.measure_images_per_second(32, n_images=300, write=False)}
     rates[128] = pf.measure_images_per_second(128, n_images=60, write=False)
     with capsys.disabled():
-        print("\ngenerator (one core, PNG encoded, not written): "
-              + ", ".join(f"{res}x{res}: {r:.0f} images/s" for res, r in rates.items()))
+        print(
+            "\ngenerator (one core, PNG encoded, not written): "
+            + ", ".join(f"{res}x{res}: {r:.0f} images/s" for res, r in rates.items())
+        )
     assert all(r > 0 for r in rates.values())

@@ -17,20 +17,79 @@ def test_lra_lite_listops_is_the_nystromformer_setting(cfg_factory):
     assert cfg.model.mean_over_padding and cfg.task.max_len == 2048 and cfg.protocol == "lra_lite"
 
 
-@pytest.mark.parametrize("task, expected", [
-    ("listops", dict(depth=4, dim=512, num_heads=8, mlp_dim=1024, pooling="cls", batch=32, steps=5000, lr=0.05,
-                     decay="rsqrt", warmup=1000, wd=0.1, max_len=2000)),
-    ("image", dict(depth=1, dim=128, num_heads=8, mlp_dim=128, pooling="cls", batch=256, steps=35000, lr=5e-4,
-                   decay="cosine", warmup=175, wd=0.0, max_len=1024)),
-    ("pathfinder", dict(depth=4, dim=32, num_heads=4, mlp_dim=32, pooling="mean", batch=512, steps=62400, lr=1e-3,
-                        decay="cosine", warmup=312, wd=0.0, max_len=1024)),
-])
+@pytest.mark.parametrize(
+    "task, expected",
+    [
+        (
+            "listops",
+            dict(
+                depth=4,
+                dim=512,
+                num_heads=8,
+                mlp_dim=1024,
+                pooling="cls",
+                batch=32,
+                steps=5000,
+                lr=0.05,
+                decay="rsqrt",
+                warmup=1000,
+                wd=0.1,
+                max_len=2000,
+            ),
+        ),
+        (
+            "image",
+            dict(
+                depth=1,
+                dim=128,
+                num_heads=8,
+                mlp_dim=128,
+                pooling="cls",
+                batch=256,
+                steps=35000,
+                lr=5e-4,
+                decay="cosine",
+                warmup=175,
+                wd=0.0,
+                max_len=1024,
+            ),
+        ),
+        (
+            "pathfinder",
+            dict(
+                depth=4,
+                dim=32,
+                num_heads=4,
+                mlp_dim=32,
+                pooling="mean",
+                batch=512,
+                steps=62400,
+                lr=1e-3,
+                decay="cosine",
+                warmup=312,
+                wd=0.0,
+                max_len=1024,
+            ),
+        ),
+    ],
+)
 def test_lra_original_matches_the_lra_configs(cfg_factory, task, expected):
     cfg = cfg_factory("experiment=lra_original", f"task={task}")
     m = cfg.model
-    got = dict(depth=m.depth, dim=m.dim, num_heads=m.num_heads, mlp_dim=m.mlp_dim, pooling=m.pooling,
-               batch=cfg.task.batch_size, steps=cfg.trainer.max_steps, lr=m.optim.lr, decay=m.optim.decay,
-               warmup=m.optim.warmup_steps, wd=m.optim.weight_decay, max_len=cfg.task.max_len)
+    got = dict(
+        depth=m.depth,
+        dim=m.dim,
+        num_heads=m.num_heads,
+        mlp_dim=m.mlp_dim,
+        pooling=m.pooling,
+        batch=cfg.task.batch_size,
+        steps=cfg.trainer.max_steps,
+        lr=m.optim.lr,
+        decay=m.optim.decay,
+        warmup=m.optim.warmup_steps,
+        wd=m.optim.weight_decay,
+        max_len=cfg.task.max_len,
+    )
     assert got == expected
     assert tuple(m.optim.betas) == (0.9, 0.98) and m.optim.eps == 1e-9 and cfg.protocol == "lra_original"
 

@@ -18,30 +18,63 @@ PUBLISHED = ROOT / "results" / "published"
 
 
 def write_fixture(folder: Path) -> None:
-    accs = {("softmax", "listops"): [0.36, 0.38, 0.37], ("softmax", "image"): [0.40, 0.42],
-            ("softmax", "text"): [0.6], ("softmax", "retrieval"): [0.8], ("softmax", "pathfinder"): [0.7],
-            ("nalaformer", "listops"): [0.39, 0.41]}
+    accs = {
+        ("softmax", "listops"): [0.36, 0.38, 0.37],
+        ("softmax", "image"): [0.40, 0.42],
+        ("softmax", "text"): [0.6],
+        ("softmax", "retrieval"): [0.8],
+        ("softmax", "pathfinder"): [0.7],
+        ("nalaformer", "listops"): [0.39, 0.41],
+    }
     for (attention, task), values in accs.items():
         for seed, acc in enumerate(values):
-            append_row(folder, fixture_row(task=task, attention=attention, seed=seed, test_acc=acc,
-                                           steps_per_sec=10.0, tokens_per_sec=1e4 if attention == "softmax" else 3e4,
-                                           peak_mem_mb=500.0 if attention == "softmax" else 100.0, device="cpu"))
+            append_row(
+                folder,
+                fixture_row(
+                    task=task,
+                    attention=attention,
+                    seed=seed,
+                    test_acc=acc,
+                    steps_per_sec=10.0,
+                    tokens_per_sec=1e4 if attention == "softmax" else 3e4,
+                    peak_mem_mb=500.0 if attention == "softmax" else 100.0,
+                    device="cpu",
+                ),
+            )
     append_row(folder, fixture_row(task="image", attention="nalaformer", status="failed"))
     append_row(folder, fixture_row(task="listops", attention="performer", status="diverged", test_acc=0.1))
     append_row(folder, fixture_row(task="listops", attention="softmax", data="synthetic", test_acc=0.9))
-    append_row(folder, fixture_row(task="text", attention="softmax", protocol="lra_original", test_acc=0.65,
-                                   device="NVIDIA H200"))
+    append_row(
+        folder,
+        fixture_row(task="text", attention="softmax", protocol="lra_original", test_acc=0.65, device="NVIDIA H200"),
+    )
 
 
 def write_bench(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for attention, ms, mem in (("softmax", (10.0, 80.0, None), (100.0, 1600.0, None)),
-                               ("nalaformer", (5.0, 20.0, 160.0), (50.0, 200.0, 1600.0))):
+    for attention, ms, mem in (
+        ("softmax", (10.0, 80.0, None), (100.0, 1600.0, None)),
+        ("nalaformer", (5.0, 20.0, 160.0), (50.0, 200.0, 1600.0)),
+    ):
         for n, t, m in zip((1024, 4096, 65536), ms, mem, strict=True):
-            rows.append({"device": "NVIDIA H200", "torch": "2.11.0", "attention": attention, "impl": "fast",
-                         "mode": "train", "seq_len": n, "batch": 8, "heads": 8, "head_dim": 64, "dtype": "bf16",
-                         "ms": t, "peak_mem_mb": m, "status": "ok" if t else "oom"})
+            rows.append(
+                {
+                    "device": "NVIDIA H200",
+                    "torch": "2.11.0",
+                    "attention": attention,
+                    "impl": "fast",
+                    "mode": "train",
+                    "seq_len": n,
+                    "batch": 8,
+                    "heads": 8,
+                    "head_dim": 64,
+                    "dtype": "bf16",
+                    "ms": t,
+                    "peak_mem_mb": m,
+                    "status": "ok" if t else "oom",
+                }
+            )
     pd.DataFrame(rows).to_csv(folder / "NVIDIA_H200.csv", index=False)
 
 

@@ -20,8 +20,10 @@ def fixture_row(**over):
 def _writer(args):
     folder, worker = args
     for i in range(50):
-        append_row(folder, fixture_row(task="listops", attention=f"w{worker}", seed=i, test_acc=0.5,
-                                       config={"pad": "x" * 5000}))
+        append_row(
+            folder,
+            fixture_row(task="listops", attention=f"w{worker}", seed=i, test_acc=0.5, config={"pad": "x" * 5000}),
+        )
 
 
 def test_concurrent_appends_all_land_whole(tmp_path):
@@ -30,8 +32,9 @@ def test_concurrent_appends_all_land_whole(tmp_path):
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 200
     rows = [json.loads(line) for line in lines]  # every line parses: no interleaving
-    assert sorted((r["attention"], r["seed"]) for r in rows) == sorted((f"w{w}", i) for w in range(4)
-                                                                         for i in range(50))
+    assert sorted((r["attention"], r["seed"]) for r in rows) == sorted(
+        (f"w{w}", i) for w in range(4) for i in range(50)
+    )
 
 
 def test_row_missing_fields_is_refused(tmp_path):
@@ -52,5 +55,3 @@ def test_corrupt_line_is_skipped_with_its_line_number(tmp_path):
     with pytest.warns(UserWarning, match=r"runs.jsonl:2: skipped a corrupt line"):
         rows = read_rows(tmp_path)
     assert [r["attention"] for r in rows] == ["a", "b"]
-
-

@@ -44,9 +44,10 @@ def test_real_listops_files_are_used_when_present(cfg_factory, tmp_path):
     from lra.data import listops
 
     cfg = cfg_factory("experiment=smoke", "task.source=files")
-    listops.write_splits(tmp_path / "data" / "listops-1000",
-                         listops.ListOpsConfig(num_train=64, num_val=16, num_test=16, max_depth=3, min_length=3,
-                                               max_length=60))
+    listops.write_splits(
+        tmp_path / "data" / "listops-1000",
+        listops.ListOpsConfig(num_train=64, num_val=16, num_test=16, max_depth=3, min_length=3, max_length=60),
+    )
     row = run.train(cfg)
     assert row["data"] == "real" and row["data_source"].endswith("listops-1000")
 
@@ -58,14 +59,17 @@ def test_missing_data_is_a_clear_error(tmp_path):
     assert read_rows(tmp_path / "r")[0]["status"] == "failed"
 
 
-@pytest.mark.parametrize("override, message", [
-    ("task.max_len=4k", "task.max_len='4k': expected a positive integer"),
-    ("trainer.max_steps=0", "trainer.max_steps=0: expected a positive integer"),
-    ("model.optim.lr=fast", "model.optim.lr='fast': expected a positive number"),
-    ("task.eval_batch_size=0", "task.eval_batch_size=0: expected a positive integer or null"),
-    ("trainer.limit_val_batches=0.5", "trainer.limit_val_batches=0.5: expected a positive integer or null"),
-    ("+attention.not_an_option=1", "attention 'softmax' has no option not_an_option"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("task.max_len=4k", "task.max_len='4k': expected a positive integer"),
+        ("trainer.max_steps=0", "trainer.max_steps=0: expected a positive integer"),
+        ("model.optim.lr=fast", "model.optim.lr='fast': expected a positive number"),
+        ("task.eval_batch_size=0", "task.eval_batch_size=0: expected a positive integer or null"),
+        ("trainer.limit_val_batches=0.5", "trainer.limit_val_batches=0.5: expected a positive integer or null"),
+        ("+attention.not_an_option=1", "attention 'softmax' has no option not_an_option"),
+    ],
+)
 def test_bad_options_are_one_line_errors(tmp_path, override, message):
     res = run_cli("run.py", "experiment=smoke", override, f"results_dir={tmp_path}", f"checkpoint_dir={tmp_path}/c")
     assert res.returncode == 2 and message in res.stderr + res.stdout and "Traceback" not in res.stderr
@@ -83,19 +87,33 @@ def test_sweep_survives_a_failing_run(tmp_path):
     """text has no files and source=files: its jobs fail, the listops jobs still land their rows."""
     from lra.data import listops
 
-    listops.write_splits(tmp_path / "data" / "listops-1000",
-                         listops.ListOpsConfig(num_train=64, num_val=16, num_test=16, max_depth=3, min_length=3,
-                                               max_length=60))
-    res = run_cli("run.py", "-m", "experiment=smoke", "task=listops,text", "task.source=files",
-                  "attention=softmax,nalaformer", f"data_dir={tmp_path / 'data'}",
-                  f"results_dir={tmp_path / 'r'}", f"checkpoint_dir={tmp_path / 'c'}",
-                  f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=600)
+    listops.write_splits(
+        tmp_path / "data" / "listops-1000",
+        listops.ListOpsConfig(num_train=64, num_val=16, num_test=16, max_depth=3, min_length=3, max_length=60),
+    )
+    res = run_cli(
+        "run.py",
+        "-m",
+        "experiment=smoke",
+        "task=listops,text",
+        "task.source=files",
+        "attention=softmax,nalaformer",
+        f"data_dir={tmp_path / 'data'}",
+        f"results_dir={tmp_path / 'r'}",
+        f"checkpoint_dir={tmp_path / 'c'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        timeout=600,
+    )
     rows = read_rows(tmp_path / "r")
     assert res.returncode == 0, res.stderr[-2000:]
     status = {(r["task"], r["attention"]): r["status"] for r in rows}
     assert len(rows) == 4
-    assert status == {("listops", "softmax"): "ok", ("listops", "nalaformer"): "ok",
-                      ("text", "softmax"): "failed", ("text", "nalaformer"): "failed"}
+    assert status == {
+        ("listops", "softmax"): "ok",
+        ("listops", "nalaformer"): "ok",
+        ("text", "softmax"): "failed",
+        ("text", "nalaformer"): "failed",
+    }
 
 
 def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
@@ -122,8 +140,9 @@ def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_
     """A run cut short on one machine may resume with another evaluation batch or padding (neither changes the
     result); anything that changes the result starts a new run."""
     config = OmegaConf.to_container(cfg_factory("experiment=smoke"), resolve=True)
-    same = OmegaConf.to_container(cfg_factory("experiment=smoke", "task.eval_batch_size=256",
-                                              "task.pad_multiple=256"), resolve=True)
+    same = OmegaConf.to_container(
+        cfg_factory("experiment=smoke", "task.eval_batch_size=256", "task.pad_multiple=256"), resolve=True
+    )
     other = OmegaConf.to_container(cfg_factory("experiment=smoke", "task.batch_size=8"), resolve=True)
     run_id = run.base_row(config, [])["run_id"]
     assert run.base_row(same, [])["run_id"] == run_id != run.base_row(other, [])["run_id"]
@@ -131,8 +150,9 @@ def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_
 
 @pytest.mark.parametrize("attention", available())
 def test_every_registered_attention_trains_through_run_py(cfg_factory, attention):
-    cfg = cfg_factory("experiment=smoke", f"attention={attention}", "trainer.max_steps=4",
-                      "trainer.val_check_interval=2")
+    cfg = cfg_factory(
+        "experiment=smoke", f"attention={attention}", "trainer.max_steps=4", "trainer.val_check_interval=2"
+    )
     row = run.train(cfg)
     assert row["status"] == "ok" and row["attention"] == attention and row["steps"] == 4
 
@@ -169,7 +189,10 @@ def test_compile_mode_reaches_torch_compile(cfg_factory, monkeypatch):
         return module
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    row = run.train(cfg_factory("experiment=smoke", "trainer.max_steps=2", "trainer.compile=true",
-                                "trainer.compile_mode=reduce-overhead"))
+    row = run.train(
+        cfg_factory(
+            "experiment=smoke", "trainer.max_steps=2", "trainer.compile=true", "trainer.compile_mode=reduce-overhead"
+        )
+    )
     assert row["status"] == "ok" and row["compile"] is True
     assert calls == [{"dynamic": True, "mode": "reduce-overhead"}]

@@ -90,8 +90,9 @@ def test_local_reference_matches_blockwise(window, shape, mask_kind):
     assert torch.isfinite(ref).all() and rel_err(ref, fast) < 1e-10
 
 
-@pytest.mark.parametrize("name,cfg", [("flatten", {}), ("polaformer", {}), ("polaformer", {"gate": False}),
-                                      ("local", {"window": 16})])
+@pytest.mark.parametrize(
+    "name,cfg", [("flatten", {}), ("polaformer", {}), ("polaformer", {"gate": False}), ("local", {"window": 16})]
+)
 def test_whole_module_reference_matches_fast(name, cfg):
     """Through projections, gate and DWC: the two impls on the same weights, odd length with padding."""
     g = torch.Generator().manual_seed(5)
@@ -234,8 +235,9 @@ def test_local_with_a_window_past_the_end_is_full_softmax():
     full = softmax_reference(q, k, v, mask)
     for window in (37, 50, 4096):
         out = local_blockwise(q, k, v, mask, window)
-        torch.testing.assert_close(out[mask.unsqueeze(1).expand(-1, 3, -1)],
-                                   full[mask.unsqueeze(1).expand(-1, 3, -1)], rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(
+            out[mask.unsqueeze(1).expand(-1, 3, -1)], full[mask.unsqueeze(1).expand(-1, 3, -1)], rtol=1e-12, atol=1e-14
+        )
 
 
 @pytest.mark.parametrize("impl", ["reference", "fast"])

@@ -141,8 +141,10 @@ def test_block_structure_matches_released_module():
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 3, 19, 8), (2, 2, 64, 16)])
-@pytest.mark.parametrize("opts", [{}, {"rope": False}, {"norm_aware": False}, {"sign_split": False},
-                                  {"norm_aware": False, "fixed_power": 1.0}])
+@pytest.mark.parametrize(
+    "opts",
+    [{}, {"rope": False}, {"norm_aware": False}, {"sign_split": False}, {"norm_aware": False, "fixed_power": 1.0}],
+)
 def test_fused_forward_and_backward_equal_autograd_float64(shape, opts, monkeypatch):
     """The hand-written backward against autograd through the readable linear form, chunked and unchunked."""
     import attention_zoo.nala_fused as fused

@@ -58,20 +58,25 @@ def prepare(task: str, out: Path, source: Path | None) -> None:
     cfg = task_config(task)
     folder = out / cfg["path"]
     if not folder.exists():
-        raise LRAError(f"{task}: nothing at {folder}. {HOW_TO_GET[task][0].upper()}{HOW_TO_GET[task][1:]}; "
-                       f"or pass the downloaded archive with --from FILE")
+        raise LRAError(
+            f"{task}: nothing at {folder}. {HOW_TO_GET[task][0].upper()}{HOW_TO_GET[task][1:]}; "
+            f"or pass the downloaded archive with --from FILE"
+        )
     start = time.perf_counter()
     splits = load_splits(cfg, out, cache_dir=out / ".cache")
     took = time.perf_counter() - start
     sizes = ", ".join(f"{s} {len(splits[s].labels)}" for s in ("train", "val", "test"))
     state = "loaded from cache" if splits.from_cache else "tokenised and cached"
-    print(f"{task}: {sizes} examples from {folder} ({state} in {took:.1f}s); "
-          f"train with: python run.py task={task} data_dir={out}")
+    print(
+        f"{task}: {sizes} examples from {folder} ({state} in {took:.1f}s); "
+        f"train with: python run.py task={task} data_dir={out}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lra.data", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m lra.data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="task", required=True)
     lo = sub.add_parser("listops", help="generate ListOps with the LRA algorithm into OUT/listops-1000/")
     d = listops.ListOpsConfig()
@@ -83,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     for task in PREPARED:
         p = sub.add_parser(task, help=f"check, unpack (--from) and tokenise the {task} files under OUT")
         p.add_argument("--out", type=Path, required=True, help="data root (pass it to run.py as data_dir=)")
-        p.add_argument("--from", dest="source", type=Path, default=None,
-                       help="a downloaded archive (.tar.gz) or folder to put under OUT first")
+        p.add_argument(
+            "--from",
+            dest="source",
+            type=Path,
+            default=None,
+            help="a downloaded archive (.tar.gz) or folder to put under OUT first",
+        )
     args = parser.parse_args(argv)
     try:
         if args.task == "listops":

@@ -108,8 +108,10 @@ def read_aan(path: Path, seq_len: int, max_len: int) -> tuple[np.ndarray, np.nda
     with path.open(newline="", encoding="utf-8", errors="replace") as f:
         for line_no, row in enumerate(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE), start=1):
             if len(row) != 5:
-                raise LRAError(f"{path}:{line_no}: expected 5 tab-separated columns "
-                               f"(label, id1, id2, text1, text2), found {len(row)}")
+                raise LRAError(
+                    f"{path}:{line_no}: expected 5 tab-separated columns "
+                    f"(label, id1, id2, text1, text2), found {len(row)}"
+                )
             try:
                 label = int(float(row[0]))
             except ValueError:

@@ -84,8 +84,9 @@ def cached_arrays(
         f = tmp / f"{key}.npy"
         np.save(f, np.ascontiguousarray(arr))
         files[f.name] = {"size": f.stat().st_size, "crc32": _crc(f)}
-    (tmp / "meta.json").write_text(json.dumps({"material": material, "files": files,
-                                               "files_order": list(arrays)}, default=str, indent=1))
+    (tmp / "meta.json").write_text(
+        json.dumps({"material": material, "files": files, "files_order": list(arrays)}, default=str, indent=1)
+    )
     shutil.rmtree(entry, ignore_errors=True)
     try:
         tmp.rename(entry)

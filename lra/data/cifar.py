@@ -61,8 +61,11 @@ def read_cifar(folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     else:
         train_ids, train_y, test_ids, test_y = _read_hf(folder)
     cut = len(train_ids) * 9 // 10
-    return {"train": (train_ids[:cut], train_y[:cut]), "val": (train_ids[cut:], train_y[cut:]),
-            "test": (test_ids, test_y)}
+    return {
+        "train": (train_ids[:cut], train_y[:cut]),
+        "val": (train_ids[cut:], train_y[cut:]),
+        "test": (test_ids, test_y),
+    }
 
 
 def _read_hf(folder: Path):

@@ -65,8 +65,16 @@ class LengthGroupedBatches(Sampler[list[int]]):
     rank (the few left over are dropped for that epoch); evaluation keeps every batch.
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, shuffle: bool, seed: int, pool: int = 50,
-                 rank: int = 0, world_size: int = 1):
+    def __init__(
+        self,
+        lengths: np.ndarray,
+        batch_size: int,
+        shuffle: bool,
+        seed: int,
+        pool: int = 50,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.lengths, self.batch_size, self.shuffle, self.seed, self.pool = lengths, batch_size, shuffle, seed, pool
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -107,9 +115,17 @@ class LengthGroupedBatches(Sampler[list[int]]):
 
 
 class LRADataModule(L.LightningDataModule):
-    def __init__(self, task: dict[str, Any], data_dir: str | Path, batch_size: int, seed: int = 0,
-                 num_workers: int = 0, cache_dir: str | Path | None = None, eval_batch_size: int | None = None,
-                 val_examples: int | None = None):
+    def __init__(
+        self,
+        task: dict[str, Any],
+        data_dir: str | Path,
+        batch_size: int,
+        seed: int = 0,
+        num_workers: int = 0,
+        cache_dir: str | Path | None = None,
+        eval_batch_size: int | None = None,
+        val_examples: int | None = None,
+    ):
         super().__init__()
         self.task, self.data_dir, self.seed, self.cache_dir = task, data_dir, seed, cache_dir
         self.batch_size, self.num_workers = batch_size, num_workers
@@ -123,8 +139,10 @@ class LRADataModule(L.LightningDataModule):
         if self.trainer is None:
             return {}
         loop = self.trainer.fit_loop
-        return {"epoch": loop.epoch_progress.current.processed,
-                "batches_done": loop.epoch_loop.batch_progress.current.processed}
+        return {
+            "epoch": loop.epoch_progress.current.processed,
+            "batches_done": loop.epoch_loop.batch_progress.current.processed,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self._resume = state or None
@@ -156,9 +174,15 @@ class LRADataModule(L.LightningDataModule):
         # Its own generator: creating an iterator would otherwise draw from the global RNG, so a resumed run
         # (which creates iterators at different moments) would get different dropout masks.
         dataset = SplitDataset(s, multiple=self.task.get("pad_multiple") or 64)
-        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
-                          pin_memory=torch.cuda.is_available(), persistent_workers=self.num_workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -84,18 +84,58 @@ GENERATE_HINT = "python -m lra.data pathfinder --out DIR"
 # "defaults of drewlinsley/pathfinder except"). antialias_scale is listed twice there (4, then 2): the later wins.
 # num_distractor_snakes is this numerator // distractor_length (Python 2 integer division in the wrapper).
 _LRA = {
-    32: dict(padding=1, antialias_scale=2, paddle_margin_list=(1,), seed_distance=7, marker_radius=1.5,
-             paddle_length=2, paddle_thickness=0.5, continuity=1.0, snake_contrast_list=(2.0,),
-             paddle_contrast_list=(0.75,), distractor_numerator=20),
-    64: dict(padding=1, antialias_scale=2, paddle_margin_list=(1,), seed_distance=12, marker_radius=2.5,
-             paddle_length=5, paddle_thickness=1, continuity=1.8, snake_contrast_list=(0.8,),
-             paddle_contrast_list=(1.0,), distractor_numerator=22),
-    128: dict(padding=1, antialias_scale=2, paddle_margin_list=(2, 3), seed_distance=20, marker_radius=3,
-              paddle_length=5, paddle_thickness=1.5, continuity=1.8, snake_contrast_list=(0.9,),
-              paddle_contrast_list=(1.0,), distractor_numerator=35),
-    256: dict(padding=22, antialias_scale=2, paddle_margin_list=(3,), seed_distance=27, marker_radius=5,
-              paddle_length=5, paddle_thickness=2, continuity=1.8, snake_contrast_list=(1.0,),
-              paddle_contrast_list=(1.0,), distractor_numerator=30),
+    32: dict(
+        padding=1,
+        antialias_scale=2,
+        paddle_margin_list=(1,),
+        seed_distance=7,
+        marker_radius=1.5,
+        paddle_length=2,
+        paddle_thickness=0.5,
+        continuity=1.0,
+        snake_contrast_list=(2.0,),
+        paddle_contrast_list=(0.75,),
+        distractor_numerator=20,
+    ),
+    64: dict(
+        padding=1,
+        antialias_scale=2,
+        paddle_margin_list=(1,),
+        seed_distance=12,
+        marker_radius=2.5,
+        paddle_length=5,
+        paddle_thickness=1,
+        continuity=1.8,
+        snake_contrast_list=(0.8,),
+        paddle_contrast_list=(1.0,),
+        distractor_numerator=22,
+    ),
+    128: dict(
+        padding=1,
+        antialias_scale=2,
+        paddle_margin_list=(2, 3),
+        seed_distance=20,
+        marker_radius=3,
+        paddle_length=5,
+        paddle_thickness=1.5,
+        continuity=1.8,
+        snake_contrast_list=(0.9,),
+        paddle_contrast_list=(1.0,),
+        distractor_numerator=35,
+    ),
+    256: dict(
+        padding=22,
+        antialias_scale=2,
+        paddle_margin_list=(3,),
+        seed_distance=27,
+        marker_radius=5,
+        paddle_length=5,
+        paddle_thickness=2,
+        continuity=1.8,
+        snake_contrast_list=(1.0,),
+        paddle_contrast_list=(1.0,),
+        distractor_numerator=30,
+    ),
 }
 
 
@@ -151,9 +191,14 @@ class PathfinderConfig:
         numerator = params.pop("distractor_numerator")
         contour_length = DIFFICULTIES[difficulty]
         distractor_length = contour_length // 3
-        return cls(resolution=resolution, difficulty=difficulty, contour_length=contour_length,
-                   distractor_length=distractor_length, num_distractor_snakes=numerator // distractor_length,
-                   **params)
+        return cls(
+            resolution=resolution,
+            difficulty=difficulty,
+            contour_length=contour_length,
+            distractor_length=distractor_length,
+            num_distractor_snakes=numerator // distractor_length,
+            **params,
+        )
 
     def target_separation_extra(self, margin: int) -> float:
         """Extra clearance between the two target snakes: ``target_separation`` or, by default, 2*margin + 1 px."""
@@ -184,8 +229,10 @@ class PathfinderConfig:
 
     def metadata_fields(self, margin: int) -> str:
         """Fields 4..10 of a metadata line, written as the reference writes them (``1.0 14 4 2 0.5 1 1``)."""
-        return (f"{self.continuity} {self.contour_length} {self.distractor_length} {self.paddle_length} "
-                f"{self.paddle_thickness} {margin} {len(self.paddle_contrast_list)}")
+        return (
+            f"{self.continuity} {self.contour_length} {self.distractor_length} {self.paddle_length} "
+            f"{self.paddle_thickness} {margin} {len(self.paddle_contrast_list)}"
+        )
 
     def folder(self, out: Path) -> Path:
         return Path(out) / f"pathfinder{self.resolution}" / self.difficulty
@@ -261,8 +308,8 @@ class _Tables:
         # int32 increments, padded to one length per kind with other cells of the window (increment 0, so that
         # every index of a stamp is distinct and a fancy-indexed += is exact)
         c = int(math.ceil(L + m + max(R0, R1))) + 1
-        gy, gx = np.mgrid[-c: c + 1, -c: c + 1].astype(np.float64) + 0.5
-        window = (np.mgrid[-c: c + 1, -c: c + 1][0] * Wp + np.mgrid[-c: c + 1, -c: c + 1][1]).reshape(-1)
+        gy, gx = np.mgrid[-c : c + 1, -c : c + 1].astype(np.float64) + 0.5
+        window = (np.mgrid[-c : c + 1, -c : c + 1][0] * Wp + np.mgrid[-c : c + 1, -c : c + 1][1]).reshape(-1)
         near = np.zeros((K, s * s, gy.size), dtype=bool)
         wide = np.zeros_like(near)
         for j in range(K):
@@ -302,7 +349,7 @@ class _Tables:
         # paddle patches (unit contrast) per direction and sub-pixel offset, drawn at s x and Lanczos-reduced
         self.h = h = int(math.ceil(L + m + t)) + 4
         n = 2 * h + 1
-        fy, fx = (np.mgrid[0: n * s, 0: n * s].astype(np.float64) + 0.5) / s
+        fy, fx = (np.mgrid[0 : n * s, 0 : n * s].astype(np.float64) + 0.5) / s
         self.patches = np.empty((K, s, s, n, n), dtype=np.float32)
         for j in range(K):
             for ay in range(s):
@@ -318,7 +365,7 @@ class _Tables:
         rad = float(cfg.marker_radius)
         self.hm = hm = int(math.ceil(rad)) + 4
         nm = 2 * hm + 1
-        fy, fx = (np.mgrid[0: nm * s, 0: nm * s].astype(np.float64) + 0.5) / s
+        fy, fx = (np.mgrid[0 : nm * s, 0 : nm * s].astype(np.float64) + 0.5) / s
         self.markers = np.empty((s, s, nm, nm), dtype=np.float32)
         for ay in range(s):
             for ax in range(s):
@@ -338,8 +385,7 @@ class _Tables:
     def lattice(self, y: np.ndarray, x: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The pivot of a first paddle of direction j whose free end is at (y, x) px."""
         s, m = self.s, self.m
-        return (np.rint((y - m * self.uy[j]) * s).astype(np.int64),
-                np.rint((x - m * self.ux[j]) * s).astype(np.int64))
+        return (np.rint((y - m * self.uy[j]) * s).astype(np.int64), np.rint((x - m * self.ux[j]) * s).astype(np.int64))
 
 
 @lru_cache(maxsize=32)
@@ -355,8 +401,16 @@ def _tables(cfg: PathfinderConfig, margin: int) -> _Tables:
 _GRID_BYTES = 96 * 2**20  # the most memory the lanes of one round may take
 
 
-def _stamp(tab: _Tables, G: np.ndarray, base: np.ndarray, qy: np.ndarray, qx: np.ndarray, j: np.ndarray,
-           kind: int, sign: int = 1) -> None:
+def _stamp(
+    tab: _Tables,
+    G: np.ndarray,
+    base: np.ndarray,
+    qy: np.ndarray,
+    qx: np.ndarray,
+    j: np.ndarray,
+    kind: int,
+    sign: int = 1,
+) -> None:
     if len(j) == 0:
         return
     cell, sub = tab.cell_sub(qy, qx)
@@ -367,14 +421,23 @@ def _stamp(tab: _Tables, G: np.ndarray, base: np.ndarray, qy: np.ndarray, qx: np
         G[idx] -= tab.stamp_val[kind][j, sub]
 
 
-def _free(tab: _Tables, G: np.ndarray, base: np.ndarray, qy: np.ndarray, qx: np.ndarray, j: np.ndarray,
-          kind: int) -> np.ndarray:
+def _free(
+    tab: _Tables, G: np.ndarray, base: np.ndarray, qy: np.ndarray, qx: np.ndarray, j: np.ndarray, kind: int
+) -> np.ndarray:
     cell, sub = tab.cell_sub(qy, qx)
     return ~(G[(base + cell)[..., None] + tab.off[j, sub]] & tab.masks[kind]).any(axis=-1)
 
 
-def _extend(tab: _Tables, G: np.ndarray, base: np.ndarray, qy: np.ndarray, qx: np.ndarray, i: np.ndarray,
-            kind: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _extend(
+    tab: _Tables,
+    G: np.ndarray,
+    base: np.ndarray,
+    qy: np.ndarray,
+    qx: np.ndarray,
+    i: np.ndarray,
+    kind: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One more paddle after (qy, qx, i) in every lane: (ok, pivot y, pivot x, direction); the ok ones stamped.
 
     The direction is drawn among the continuity candidates whose 8 centre-line points find every counter of
@@ -482,8 +545,9 @@ def _target_pairs(cfg: PathfinderConfig, tab: _Tables, rng: np.random.Generator,
     return _Targets(q[0], q[1], q[2], np.concatenate(found_g))
 
 
-def _distractors(cfg: PathfinderConfig, tab: _Tables, rng: np.random.Generator, G: np.ndarray,
-                 n: int) -> list[list[np.ndarray]]:
+def _distractors(
+    cfg: PathfinderConfig, tab: _Tables, rng: np.random.Generator, G: np.ndarray, n: int
+) -> list[list[np.ndarray]]:
     """Up to ``num_distractor_snakes`` distractor snakes per image, each given ``max_distractor_contour_retrial``
     more tries and skipped if none succeeds (as the reference's ``make_many_snakes(allow_incomplete=True)``).
     Per image, a list of (3, distractor_length) arrays: pivot y, pivot x, direction."""
@@ -551,13 +615,13 @@ class _Layout:
     label: int
 
 
-def _layout(cfg: PathfinderConfig, tab: _Tables, rand: random.Random, snakes: list[np.ndarray],
-            label: int) -> _Layout:
+def _layout(cfg: PathfinderConfig, tab: _Tables, rand: random.Random, snakes: list[np.ndarray], label: int) -> _Layout:
     """Contrasts and markers, as ``snakes2.two_snakes`` and ``from_wrapper`` draw them."""
     mus = list(cfg.snake_contrast_list) * 2
     rand.shuffle(mus)
-    contrasts = [[_pick(rand, cfg.paddle_contrast_list) * float(mus[k]) for _ in range(snakes[k].shape[1])]
-                 for k in (0, 1)]
+    contrasts = [
+        [_pick(rand, cfg.paddle_contrast_list) * float(mus[k]) for _ in range(snakes[k].shape[1])] for k in (0, 1)
+    ]
     contrasts += [[_pick(rand, cfg.snake_contrast_list) for _ in range(sn.shape[1])] for sn in snakes[2:]]
     origin = int(rand.random() * 2)
     terminal = origin if label == 1 else 1 - origin
@@ -601,16 +665,16 @@ def _render(cfg: PathfinderConfig, tab: _Tables, layouts: list[_Layout], targets
     origin, rank, pid = np.concatenate(rows), np.concatenate(ranks), np.concatenate(pids)
     table = np.concatenate([tab.scaled(v) for v in values]).reshape(len(values) * K * s * s, -1)
     h = tab.h
-    dy, dx = np.mgrid[-h: h + 1, -h: h + 1]
+    dy, dx = np.mgrid[-h : h + 1, -h : h + 1]
     offsets = (dy * side + dx).reshape(-1)
     order = np.argsort(rank, kind="stable")
     bounds = np.searchsorted(rank[order], np.arange(rank.max() + 2))
     for k in range(rank.max() + 1):
-        sel = order[bounds[k]: bounds[k + 1]]
+        sel = order[bounds[k] : bounds[k + 1]]
         idx = origin[sel][:, None] + offsets
         canvas[idx] = np.maximum(canvas[idx], table[pid[sel]])
     hm = tab.hm
-    dy, dx = np.mgrid[-hm: hm + 1, -hm: hm + 1]
+    dy, dx = np.mgrid[-hm : hm + 1, -hm : hm + 1]
     offsets = (dy * side + dx).reshape(-1)
     marks = tab.markers.reshape(s * s, -1)
     for which in (0, 1):
@@ -619,7 +683,7 @@ def _render(cfg: PathfinderConfig, tab: _Tables, layouts: list[_Layout], targets
         px, ax = np.divmod(centre[:, 1], s)
         idx = (np.arange(n) * side * side + (py + hb) * side + px + hb)[:, None] + offsets
         canvas[idx] = np.maximum(canvas[idx], marks[ay * s + ax])
-    return canvas.reshape(n, side, side)[:, hb: hb + res, hb: hb + res]
+    return canvas.reshape(n, side, side)[:, hb : hb + res, hb : hb + res]
 
 
 def _to_uint8(img: np.ndarray, lo: np.ndarray | float, hi: np.ndarray | float) -> np.ndarray:
@@ -635,9 +699,9 @@ def _paint_snake(cfg: PathfinderConfig, tab: _Tables, snake: np.ndarray, contras
     for (qy, qx, j), contrast in zip(snake.T.tolist(), contrasts, strict=True):
         py, ay = divmod(qy, s)
         px, ax = divmod(qx, s)
-        view = canvas[py - h + hb: py + h + 1 + hb, px - h + hb: px + h + 1 + hb]
+        view = canvas[py - h + hb : py + h + 1 + hb, px - h + hb : px + h + 1 + hb]
         np.maximum(view, tab.scaled(contrast)[j, ay, ax], out=view)
-    return canvas[hb: hb + res, hb: hb + res]
+    return canvas[hb : hb + res, hb : hb + res]
 
 
 def _truth(cfg: PathfinderConfig, tab: _Tables, lay: _Layout, lo: float, hi: float) -> dict:
@@ -651,16 +715,22 @@ def _truth(cfg: PathfinderConfig, tab: _Tables, lay: _Layout, lo: float, hi: flo
         y, x, uy, ux = qy / tab.s - 0.5, qx / tab.s - 0.5, tab.uy[j], tab.ux[j]
         m, far = tab.m, tab.m + tab.L
         segments.append(np.stack([y + m * uy, x + m * ux, y + far * uy, x + far * ux], axis=1))
-    return dict(snakes=pixels, markers=np.array(lay.markers, dtype=np.float64) - 0.5, marker_snakes=lay.marker_snakes,
-                targets_image=_to_uint8(targets, lo, hi), segments=segments)
+    return dict(
+        snakes=pixels,
+        markers=np.array(lay.markers, dtype=np.float64) - 0.5,
+        marker_snakes=lay.marker_snakes,
+        targets_image=_to_uint8(targets, lo, hi),
+        segments=segments,
+    )
 
 
 def batch_rng(seed: int, batch_id: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), int(batch_id)])
 
 
-def generate_batch(cfg: PathfinderConfig, n_images: int, seed: int = 0, batch_id: int = 0,
-                   truth: bool = False) -> list[PathfinderSample]:
+def generate_batch(
+    cfg: PathfinderConfig, n_images: int, seed: int = 0, batch_id: int = 0, truth: bool = False
+) -> list[PathfinderSample]:
     """Batch ``batch_id`` of seed ``seed`` in memory: ``n_images`` images, labels exactly balanced (an odd count
     has one more positive) in random order. The same arguments always give the same images."""
     cfg.validate()
@@ -675,7 +745,7 @@ def generate_batch(cfg: PathfinderConfig, n_images: int, seed: int = 0, batch_id
         todo = np.flatnonzero(margins == margin)
         chunk = max(1, _GRID_BYTES // (4 * tab.cells))
         for start in range(0, len(todo), chunk):
-            idx = todo[start: start + chunk]
+            idx = todo[start : start + chunk]
             pairs = _target_pairs(cfg, tab, rng, len(idx))
             extra = _distractors(cfg, tab, rng, pairs.grid, len(idx))
             layouts = []
@@ -706,8 +776,12 @@ def png_bytes(image: np.ndarray) -> bytes:
     raw = np.zeros((h, w + 1), dtype=np.uint8)  # filter byte 0 (None) before every row
     raw[:, 1:] = image
     header = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -781,8 +855,15 @@ class WriteSummary:
         return self.images / self.worker_seconds if self.worker_seconds > 0 else 0.0
 
 
-def write_dataset(out: Path, cfg: PathfinderConfig, num_images: int = 200_000, batch_size: int = 1_000,
-                  seed: int = 0, workers: int | None = None, progress: bool = False) -> WriteSummary:
+def write_dataset(
+    out: Path,
+    cfg: PathfinderConfig,
+    num_images: int = 200_000,
+    batch_size: int = 1_000,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = False,
+) -> WriteSummary:
     """Generate ``num_images`` images into ``out/pathfinder<res>/<difficulty>/`` in batches of ``batch_size``,
     over ``workers`` processes (default: all cores). Complete batches from an earlier run are kept."""
     cfg.validate()
@@ -808,8 +889,13 @@ def write_dataset(out: Path, cfg: PathfinderConfig, num_images: int = 200_000, b
     return WriteSummary(folder, done, skipped, time.perf_counter() - start, busy)
 
 
-def measure_images_per_second(resolution: int = 32, difficulty: str = "curv_contour_length_14",
-                              n_images: int = 500, seed: int = 0, write: bool = True) -> float:
+def measure_images_per_second(
+    resolution: int = 32,
+    difficulty: str = "curv_contour_length_14",
+    n_images: int = 500,
+    seed: int = 0,
+    write: bool = True,
+) -> float:
     """Images/s of one process for the LRA preset, including PNG encoding and (``write``) writing the files."""
     cfg = PathfinderConfig.lra(resolution, difficulty)
     for margin in cfg.paddle_margin_list:
@@ -931,8 +1017,7 @@ def _decode(paths: list[str], shape: tuple[int, int]) -> tuple[np.ndarray, np.nd
                 if mode != "L":
                     return pixels, empty, f"{p}: expected an 8-bit grayscale PNG (mode L), found mode {mode}"
                 if size != shape:
-                    return pixels, empty, (f"{p}: expected a {shape[0]}x{shape[1]} image, found "
-                                           f"{size[0]}x{size[1]}")
+                    return pixels, empty, (f"{p}: expected a {shape[0]}x{shape[1]} image, found {size[0]}x{size[1]}")
                 arr = np.asarray(im, dtype=np.uint8)
         except (OSError, SyntaxError, ValueError) as err:
             return pixels, empty, f"{p}: not a readable PNG ({err})"
@@ -944,8 +1029,9 @@ def _decode_job(job: tuple[list[str], tuple[int, int]]) -> tuple[np.ndarray, np.
     return _decode(*job)
 
 
-def read_images(root: Path, max_len: int | None = None, workers: int | None = None,
-                chunk_size: int = 2_000) -> PathfinderImages:
+def read_images(
+    root: Path, max_len: int | None = None, workers: int | None = None, chunk_size: int = 2_000
+) -> PathfinderImages:
     """Every image listed in ``root/metadata/*.npy`` (``root`` = a difficulty directory such as
     ``pathfinder32/curv_contour_length_14``), decoded in parallel; empty (0-byte) PNGs are skipped and listed."""
     paths, labels, _ = read_metadata(Path(root))
@@ -960,33 +1046,37 @@ def read_images(root: Path, max_len: int | None = None, workers: int | None = No
             raise LRAError(f"{root}: every listed PNG is empty")
         shape = _probe_shape(first)
         if max_len is not None:
-            raise LRAError(f"{first}: expected {max_len} pixels (max_len), found a {shape[0]}x{shape[1]} image "
-                           f"({shape[0] * shape[1]} pixels)")
+            raise LRAError(
+                f"{first}: expected {max_len} pixels (max_len), found a {shape[0]}x{shape[1]} image "
+                f"({shape[0] * shape[1]} pixels)"
+            )
     assert shape is not None
     n = len(names)
     pixels = np.zeros((n, shape[0] * shape[1]), dtype=np.uint8)
     empty = np.zeros(n, dtype=bool)
-    chunks = [(names[i: i + chunk_size], shape) for i in range(0, n, chunk_size)]
+    chunks = [(names[i : i + chunk_size], shape) for i in range(0, n, chunk_size)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(chunks)))
     with _pool(workers) as pool:
         results = map(_decode_job, chunks) if pool is None else pool.map(_decode_job, chunks)
         for c, (part, part_empty, err) in enumerate(results):
             if err:
                 raise LRAError(err)
-            pixels[c * chunk_size: c * chunk_size + len(part)] = part
-            empty[c * chunk_size: c * chunk_size + len(part)] = part_empty
+            pixels[c * chunk_size : c * chunk_size + len(part)] = part
+            empty[c * chunk_size : c * chunk_size + len(part)] = part_empty
     skipped = [name for name, e in zip(names, empty, strict=True) if e]
     if skipped:
         log.warning("Pathfinder: skipped %d empty (0-byte) PNG(s) under %s, e.g. %s", len(skipped), root, skipped[0])
     keep = ~empty
     if not keep.any():
         raise LRAError(f"{root}: every listed PNG is empty")
-    return PathfinderImages(pixels[keep], labels[keep], [n_ for n_, k in zip(names, keep, strict=True) if k],
-                            skipped, shape)
+    return PathfinderImages(
+        pixels[keep], labels[keep], [n_ for n_, k in zip(names, keep, strict=True) if k], skipped, shape
+    )
 
 
-def split_indices(n: int, split_seed: int | None = 42,
-                  splits: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> dict[str, np.ndarray]:
+def split_indices(
+    n: int, split_seed: int | None = 42, splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
+) -> dict[str, np.ndarray]:
     """A random 80/10/10 partition of ``range(n)``: train = first floor(0.8 n) of a permutation, val the next
     floor(0.1 n), test the rest. ``split_seed=None`` draws a fresh split each time, as Nystromformer/Skyformer do
     (``random.shuffle``, unseeded); S4 uses a seeded 80/10/10 split with seed 42 (torch ``random_split``, so its
@@ -999,9 +1089,14 @@ def split_indices(n: int, split_seed: int | None = 42,
     return {"train": order[:a], "val": order[a:b], "test": order[b:]}
 
 
-def read_pathfinder(root: Path, max_len: int | None = None, split_seed: int | None = 42,
-                    splits: tuple[float, float, float] = (0.8, 0.1, 0.1), workers: int | None = None,
-                    dtype: type = np.int64) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_pathfinder(
+    root: Path,
+    max_len: int | None = None,
+    split_seed: int | None = 42,
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    workers: int | None = None,
+    dtype: type = np.int64,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{"train"|"val"|"test": (ids (n, H*W) pixel values 0..255 in ``dtype``, labels (n,) int64)}``.
 
     ``root`` is a difficulty directory (``<data_dir>/pathfinder32/curv_contour_length_14``); ``max_len`` checks
@@ -1017,11 +1112,21 @@ def read_pathfinder(root: Path, max_len: int | None = None, split_seed: int | No
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="data root (pass it to run.py as data_dir=)")
-    parser.add_argument("--resolution", type=int, nargs="+", default=[32], choices=RESOLUTIONS,
-                        help="32 = Pathfinder, 128 = Path-X (default: 32)")
-    parser.add_argument("--difficulty", nargs="+", default=["curv_contour_length_14"],
-                        help="curv_baseline|easy, curv_contour_length_9|intermediate, curv_contour_length_14|hard, "
-                             "or all (default: curv_contour_length_14, the one LRA uses)")
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        nargs="+",
+        default=[32],
+        choices=RESOLUTIONS,
+        help="32 = Pathfinder, 128 = Path-X (default: 32)",
+    )
+    parser.add_argument(
+        "--difficulty",
+        nargs="+",
+        default=["curv_contour_length_14"],
+        help="curv_baseline|easy, curv_contour_length_9|intermediate, curv_contour_length_14|hard, "
+        "or all (default: curv_contour_length_14, the one LRA uses)",
+    )
     parser.add_argument("--num-images", type=int, default=200_000, help="per resolution and difficulty")
     parser.add_argument("--batch-size", type=int, default=1_000, help="images per imgs/<batch_id>/ folder")
     parser.add_argument("--seed", type=int, default=0)
@@ -1034,11 +1139,14 @@ def run_from_args(args: argparse.Namespace) -> list[WriteSummary]:
     for res in args.resolution:
         for name in names:
             cfg = PathfinderConfig.lra(res, name)
-            summary = write_dataset(args.out, cfg, args.num_images, args.batch_size, args.seed, args.workers,
-                                    progress=True)
+            summary = write_dataset(
+                args.out, cfg, args.num_images, args.batch_size, args.seed, args.workers, progress=True
+            )
             note = f" ({summary.skipped_batches} complete batches kept)" if summary.skipped_batches else ""
-            print(f"wrote {summary.images} images to {summary.folder} in {summary.seconds:.1f}s: "
-                  f"{summary.images_per_second:.0f} images/s, {summary.images_per_second_per_core:.0f} per core"
-                  f"{note}")
+            print(
+                f"wrote {summary.images} images to {summary.folder} in {summary.seconds:.1f}s: "
+                f"{summary.images_per_second:.0f} images/s, {summary.images_per_second_per_core:.0f} per core"
+                f"{note}"
+            )
             summaries.append(summary)
     return summaries

@@ -39,8 +39,9 @@ class Splits:
         return getattr(self, name)
 
 
-def load_splits(task: dict[str, Any], data_dir: str | Path, seed: int = 0, cache_dir: str | Path | None = None
-                ) -> Splits:
+def load_splits(
+    task: dict[str, Any], data_dir: str | Path, seed: int = 0, cache_dir: str | Path | None = None
+) -> Splits:
     name, source = task["name"], task.get("source", "files")
     if name not in READERS:
         raise LRAError(f"unknown task {name!r}; available: {', '.join(sorted(READERS))}")
@@ -63,14 +64,20 @@ def load_splits(task: dict[str, Any], data_dir: str | Path, seed: int = 0, cache
     if cache_dir is None:
         arrays, hit = build(), False
     else:
-        material = {"version": CACHE_VERSION, "task": {k: task.get(k) for k in DATA_KEYS},
-                    "folder": str(folder.resolve()), "fingerprint": fingerprint(folder)}
+        material = {
+            "version": CACHE_VERSION,
+            "task": {k: task.get(k) for k in DATA_KEYS},
+            "folder": str(folder.resolve()),
+            "fingerprint": fingerprint(folder),
+        }
         arrays, hit = cached_arrays(Path(cache_dir), name, material, build)
     parts = {s: Split(arrays[f"{s}_ids"], arrays[f"{s}_labels"]) for s in SPLITS}
     width = parts["train"].ids.shape[-1]
     if width > task["max_len"]:
-        raise LRAError(f"{name} examples in {folder} are {width} tokens long but task.max_len={task['max_len']}; "
-                       f"set task.max_len={width} (images are not truncated)")
+        raise LRAError(
+            f"{name} examples in {folder} are {width} tokens long but task.max_len={task['max_len']}; "
+            f"set task.max_len={width} (images are not truncated)"
+        )
     return Splits(**parts, source=f"files:{folder}", from_cache=hit)
 
 
@@ -107,8 +114,10 @@ def _text(task: dict[str, Any], folder: Path) -> Arrays:
 
 
 def _retrieval(task: dict[str, Any], folder: Path) -> Arrays:
-    return {s: byte_text.read_aan(folder / f"new_aan_pairs.{f}.tsv", task["seq_len"], task["max_len"])
-            for s, f in byte_text.AAN_SPLITS.items()}
+    return {
+        s: byte_text.read_aan(folder / f"new_aan_pairs.{f}.tsv", task["seq_len"], task["max_len"])
+        for s, f in byte_text.AAN_SPLITS.items()
+    }
 
 
 def _image(task: dict[str, Any], folder: Path) -> Arrays:
@@ -118,25 +127,30 @@ def _image(task: dict[str, Any], folder: Path) -> Arrays:
 def _pathfinder(task: dict[str, Any], folder: Path) -> Arrays:
     from lra.data import pathfinder
 
-    splits = pathfinder.read_pathfinder(folder, max_len=task["max_len"], split_seed=task.get("split_seed", 42),
-                                        dtype=np.uint8)
+    splits = pathfinder.read_pathfinder(
+        folder, max_len=task["max_len"], split_seed=task.get("split_seed", 42), dtype=np.uint8
+    )
     return {s: (pixel_tokens(x, task), y) for s, (x, y) in splits.items()}
 
 
 READERS: dict[str, Callable[[dict[str, Any], Path], Arrays]] = {
-    "listops": _listops, "text": _text, "retrieval": _retrieval, "image": _image, "pathfinder": _pathfinder,
+    "listops": _listops,
+    "text": _text,
+    "retrieval": _retrieval,
+    "image": _image,
+    "pathfinder": _pathfinder,
     "pathx": _pathfinder,
 }
 HOW_TO_GET = {
     "listops": "generate it with `python -m lra.data listops --out DIR` and pass data_dir=DIR, or point data_dir "
-               "at your lra_release/lra_release folder",
+    "at your lra_release/lra_release folder",
     "text": byte_text.IMDB_HELP,
     "retrieval": byte_text.AAN_HELP,
     "image": cifar.CIFAR_HELP,
     "pathfinder": "generate it with `python -m lra.data pathfinder --out DIR` and pass data_dir=DIR, or point "
-                  "data_dir at your lra_release/lra_release folder",
+    "data_dir at your lra_release/lra_release folder",
     "pathx": "generate it with `python -m lra.data pathfinder --resolution 128 --out DIR` and pass data_dir=DIR, "
-             "or point data_dir at your lra_release/lra_release folder",
+    "or point data_dir at your lra_release/lra_release folder",
 }
 
 
@@ -151,9 +165,13 @@ def synthetic_splits(task: dict[str, Any], seed: int) -> Splits:
     max_len = int(task["max_len"])
     if task["name"] == "listops":
         cfg = listops.ListOpsConfig(
-            num_train=sizes["train"], num_val=sizes["val"], num_test=sizes["test"],
-            max_depth=int(syn.get("max_depth", 4)), min_length=int(syn.get("min_length", 1)),
-            max_length=min(max_len, int(syn.get("max_length", max_len))), seed=seed,
+            num_train=sizes["train"],
+            num_val=sizes["val"],
+            num_test=sizes["test"],
+            max_depth=int(syn.get("max_depth", 4)),
+            min_length=int(syn.get("min_length", 1)),
+            max_length=min(max_len, int(syn.get("max_length", max_len))),
+            seed=seed,
         )
         out = {}
         for s, items in listops.generate(cfg).items():
