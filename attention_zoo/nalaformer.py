@@ -86,6 +86,32 @@ def nala_linear(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-
 
 
 IMPLS = ("auto", "fast", "triton", "fused", "linear", "reference")
+LEPE_IMPLS = ("conv1d", "channels_last", "shift")
+
+
+def depthwise_conv_tokens(v: torch.Tensor, conv: nn.Conv1d, impl: str) -> torch.Tensor:
+    """``conv`` (depthwise, odd kernel, 'same' padding) along the tokens of ``v`` (B, N, C), three ways with the same
+    parameters. Why three: on an H200 at 2^20 tokens x 512 channels the ``Conv1d`` over the (B, C, N) transpose took
+    36 ms fwd+bwd, 1.7x the attention kernel (docs/nala-kernel-notes.md); the other two keep the (B, N, C) layout.
+
+    * ``conv1d``: ``nn.Conv1d`` on the transpose (the released module's layer, as is);
+    * ``channels_last``: (B, N, C) is the channels-last layout of a (B, C, 1, N) image, so ``conv2d`` reads it in
+      place (cuDNN's NHWC depthwise kernels);
+    * ``shift``: k shifted multiply-adds, memory-bound, no convolution library at all.
+    """
+    if impl == "conv1d":
+        return conv(v.transpose(1, 2)).transpose(1, 2)
+    width = conv.weight.shape[-1]
+    if impl == "channels_last":
+        image = v.transpose(1, 2).unsqueeze(2)  # (B, C, 1, N), channels-last strides, no copy
+        out = F.conv2d(image, conv.weight.unsqueeze(2), conv.bias, padding=(0, width // 2), groups=v.shape[-1])
+        return out.squeeze(2).transpose(1, 2)
+    padded = F.pad(v, (0, 0, width // 2, width // 2))
+    taps = conv.weight[:, 0, :].to(v.dtype)  # (C, k)
+    out = conv.bias.to(v.dtype).expand_as(v)
+    for j in range(width):
+        out = out + padded[:, j : j + v.shape[1]] * taps[:, j]
+    return out
 
 
 @register("nalaformer", complexity="O(N)", source="Meng et al. 2026 (ICML), NaLaFormer, arXiv 2506.21137")
@@ -102,6 +128,7 @@ class NaLaAttention(nn.Module):
         sign_split: bool = True,
         fixed_power: float = 3.0,
         lepe_kernel: int = 5,
+        lepe_impl: str = "conv1d",
         eps: float = 1e-6,
     ):
         super().__init__()
@@ -109,10 +136,12 @@ class NaLaAttention(nn.Module):
             raise ValueError(f"model dim {dim} is not divisible by num_heads {num_heads}; pick heads that divide it")
         if impl not in IMPLS:
             raise ValueError(f"attention.impl={impl!r} is not one of {', '.join(IMPLS)}")
+        if lepe_impl not in LEPE_IMPLS:
+            raise ValueError(f"attention.lepe_impl={lepe_impl!r} is not one of {', '.join(LEPE_IMPLS)}")
         if lepe_kernel % 2 == 0:
             raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
-        self.rope, self.gate, self.eps = rope, gate, eps
+        self.rope, self.gate, self.eps, self.lepe_impl = rope, gate, eps, lepe_impl
         self.feature_opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
         self.qkvg = nn.Linear(dim, 4 * dim)
         self.lepe = nn.Conv1d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe else None
@@ -138,7 +167,7 @@ class NaLaAttention(nn.Module):
                 out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps)
         out = rearrange(out, "b h n d -> b n (h d)").to(x.dtype)
         if self.lepe is not None:
-            out = out + self.lepe(v.transpose(1, 2)).transpose(1, 2)
+            out = out + depthwise_conv_tokens(v, self.lepe, self.lepe_impl)
         out = self.norm(out)
         if self.gate:
             out = out * F.silu(g)

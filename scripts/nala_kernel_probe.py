@@ -132,11 +132,13 @@ def per_kernel(q, k, v, mask, steps: int = 5) -> None:
 
 def module_parts(bsz: int, n: int, heads: int, d: int) -> None:
     """The whole NaLa block (projections, LePE, LayerNorm, gate) as the bench measures it, then with LePE and/or the
-    gate off: which part of the block outside the kernel costs the time."""
+    gate off: which part of the block outside the kernel costs the time; and LePE in each of its layouts."""
     from attention_zoo.nalaformer import NaLaAttention
 
     mask = torch.ones(bsz, n, dtype=torch.bool, device="cuda")
-    for opts in (dict(), dict(lepe=False), dict(gate=False), dict(lepe=False, gate=False)):
+    variants = [dict(), dict(lepe=False), dict(gate=False), dict(lepe=False, gate=False)]
+    variants += [dict(lepe_impl="channels_last"), dict(lepe_impl="shift")]
+    for opts in variants:
         module = NaLaAttention(heads * d, heads, **opts).cuda()
         x = torch.randn(bsz, n, heads * d, device="cuda", requires_grad=True)
 

@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from attention_zoo.nalaformer import NaLaAttention, nala_feature_maps, nala_linear, nala_reference
+from attention_zoo.nalaformer import (
+    NaLaAttention,
+    depthwise_conv_tokens,
+    nala_feature_maps,
+    nala_linear,
+    nala_reference,
+)
 from attention_zoo.rope import apply_rope
 
 
@@ -131,6 +137,30 @@ def test_ablation_switches_change_the_output(switch):
     assert not torch.allclose(on(x), off(x))
     if switch == "lepe":
         assert off.lepe is None and sum(p.numel() for p in off.parameters()) < sum(p.numel() for p in on.parameters())
+
+
+@pytest.mark.parametrize("impl", ["channels_last", "shift"])
+def test_lepe_layouts_match_the_conv1d_layer(impl):
+    """The two (B, N, C)-layout LePE paths give the released Conv1d's output and gradients (v, weight, bias),
+    including at the sequence ends, where 'same' padding adds zeros; the block's output is the same too."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(12, 12, 5, padding=2, groups=12).double()
+    v = torch.randn(3, 17, 12, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for path in ("conv1d", impl):
+        out = depthwise_conv_tokens(v, conv, path)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        grads.append((out.detach(), v.grad.clone(), conv.weight.grad.clone(), conv.bias.grad.clone()))
+        v.grad = conv.weight.grad = conv.bias.grad = None
+    for ref, got in zip(*grads, strict=True):
+        torch.testing.assert_close(got, ref)
+    block = NaLaAttention(32, 4, impl="linear").double().eval()
+    other = NaLaAttention(32, 4, impl="linear", lepe_impl=impl).double().eval()
+    other.load_state_dict(block.state_dict())
+    x = torch.randn(2, 20, 32, dtype=torch.float64)
+    torch.testing.assert_close(other(x), block(x))
+    with pytest.raises(ValueError, match="lepe_impl='nope'"):
+        NaLaAttention(32, 4, lepe_impl="nope")
 
 
 def test_block_structure_matches_released_module():
