@@ -1,0 +1,30 @@
+"""lra.throughput, the step-rate measurement that the GPU sessions run: every named setting composes into a valid
+config (a typo there costs device time), and a short measurement on the CPU writes one row per setting."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from lra import throughput
+
+
+@pytest.mark.parametrize("name", list(throughput.SETTINGS))
+def test_every_setting_composes(name):
+    cfg = throughput.config(["task=listops", "experiment=lra_lite", *throughput.SETTINGS[name]])
+    for override in throughput.SETTINGS[name]:
+        key, value = override.split("=", 1)
+        got = cfg
+        for part in key.split("."):
+            got = got[part]
+        assert str(got).lower() == value.lower(), override
+
+
+def test_measurement_writes_a_row_per_setting(tmp_path):
+    out = tmp_path / "tp.csv"
+    args = ["experiment=smoke", f"data_dir={tmp_path / 'data'}", "--steps", "4", "--out", str(out)]
+    assert throughput.main([*args, "--settings", "baseline,bf16+fused_adamw+compile+pad256"]) == 0
+    rows = pd.read_csv(out)
+    assert rows.setting.tolist() == ["baseline", "bf16+fused_adamw+compile+pad256"]
+    assert (rows.steps == 4).all() and (rows.steps_per_sec > 0).all()
+    assert 0 < rows.attention_fraction.iloc[0] < 1
