@@ -25,6 +25,13 @@ CKPT=${CKPT:-$PWD/checkpoints/device}
 STAGES=${STAGES:-"gen bench throughput runs"}
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
+# Seconds a run started now may take: up to DEADLINE seconds into the call (default 570, inside the tool's 600 s
+# limit), and at most RUN_TIMEOUT if set. (A fixed 300 s default once cut four runs that needed 330.)
+time_left() {
+  local left=$(( ${DEADLINE:-570} - $(elapsed) ))
+  [ -n "${RUN_TIMEOUT:-}" ] && [ "$left" -gt "$RUN_TIMEOUT" ] && left=$RUN_TIMEOUT
+  echo "$left"
+}
 echo "== $(date -Is) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
 python3 -c "import torch, lightning, hydra, torchmetrics; print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', hydra.__version__, 'cuda', torch.version.cuda)"
 
@@ -72,8 +79,7 @@ for stage in $STAGES; do
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed <<<"$spec"
       while [ "$(jobs -rp | wc -l)" -ge $((ngpu * per)) ]; do sleep 2; done
-      left=$(( ${DEADLINE:-570} - $(elapsed) )); [ "$left" -gt "${RUN_TIMEOUT:-300}" ] && left=${RUN_TIMEOUT:-300}
-      [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
+      left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
       ( CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout "$left" python3 run.py task=$task attention=$att \
           seed=$seed experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt \
           num_workers=${WORKERS:-0} trainer.enable_progress_bar=false ${RUN_EXTRA:-} >"$OUT/logs/$task-$att-$seed.log" 2>&1
@@ -91,8 +97,7 @@ for stage in $STAGES; do
       IFS=: read -r ndev batch <<<"$spec"
       echo "== [$(elapsed)s] scaling: $ndev GPU(s), batch $batch per GPU"
       extra="trainer.devices=$ndev"; [ "$ndev" -gt 1 ] && extra="trainer=ddp trainer.devices=$ndev"
-      left=$(( ${DEADLINE:-570} - $(elapsed) )); [ "$left" -gt "${RUN_TIMEOUT:-300}" ] && left=${RUN_TIMEOUT:-300}
-      [ "$left" -lt 30 ] && echo "== no time left for scaling $spec" && continue
+      left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for scaling $spec" && continue
       /usr/bin/time -f "wall %e s" timeout "$left" python3 run.py task=listops \
         attention=${SCALING_ATTENTION:-softmax} seed=0 experiment=$EXPERIMENT task.batch_size=$batch $extra \
         data_dir=$DATA results_dir="$OUT/scaling" checkpoint_dir=$CKPT/ckpt_scaling num_workers=${WORKERS:-0} \
@@ -103,7 +108,8 @@ for stage in $STAGES; do
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed <<<"$spec"
       echo "== [$(elapsed)s] run $task $att seed $seed"
-      timeout "${RUN_TIMEOUT:-300}" python3 run.py task=$task attention=$att seed=$seed experiment=$EXPERIMENT \
+      left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
+      timeout "$left" python3 run.py task=$task attention=$att seed=$seed experiment=$EXPERIMENT \
         data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
         trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|resum" | tail -3
     done
