@@ -90,32 +90,13 @@ import torch.nn.functional as F
 
 import attention_zoo
 from attention_zoo import build_attention, default_config
+from lra.leaderboard import BENCH_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "bench"
 
-COLUMNS = [
-    "device",
-    "torch",
-    "attention",
-    "impl",
-    "mode",
-    "seq_len",
-    "batch",
-    "heads",
-    "head_dim",
-    "dtype",
-    "ms",
-    "peak_mem_mb",
-    "status",
-    "error",
-    "tokens_per_sec",
-    "repeats",
-    "gbps",
-    "tflops",
-    "time",
-    "command",
-]
+# The columns report.py reads (lra.leaderboard.BENCH_COLUMNS), then what a reader of the CSV wants besides.
+COLUMNS = [*BENCH_COLUMNS, "error", "tokens_per_sec", "repeats", "gbps", "tflops", "time", "command"]
 KEY = ["attention", "impl", "mode", "seq_len", "dtype", "batch", "heads", "head_dim"]
 MODES = ("train", "infer")
 EXTRAS = ("sdpa_flash", "elu_linear_plain", "nala_released_fp32", "nala_triton", "fla_chunk_linear")
