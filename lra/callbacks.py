@@ -47,7 +47,9 @@ class ThroughputMonitor(L.Callback):
         self._val_start = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module):
-        if trainer.training or trainer.state.fn == "fit":
+        # The sanity check's validation runs before on_train_start: outside the timed span, so not subtracted
+        # from it (it was, and a compiled model's first validation made train_seconds negative).
+        if (trainer.training or trainer.state.fn == "fit") and not trainer.sanity_checking:
             self._val_seconds += time.perf_counter() - self._val_start
 
     def on_train_end(self, trainer, pl_module):

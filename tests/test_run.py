@@ -136,6 +136,25 @@ def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
     assert again["resumed_from_step"] is None
 
 
+def test_train_seconds_exclude_validation_but_not_the_sanity_check(monkeypatch):
+    """The sanity check validates before training starts, outside the timed span: subtracting it as well made
+    train_seconds negative once a compiled model's first validation (compilation) took longer than the training."""
+    from types import SimpleNamespace
+
+    now = [0.0]
+    monkeypatch.setattr("lra.callbacks.time.perf_counter", lambda: now[0])
+    timer = ThroughputMonitor()
+    trainer = SimpleNamespace(training=False, sanity_checking=True, state=SimpleNamespace(fn="fit"), global_step=0)
+    for t, hook in [(0.0, timer.on_validation_start), (50.0, timer.on_validation_end), (100.0, timer.on_train_start)]:
+        now[0] = t  # sanity check 0-50 s, training from 100 s
+        hook(trainer, None)
+    trainer.sanity_checking, trainer.training = False, True
+    for t, hook in [(110.0, timer.on_validation_start), (130.0, timer.on_validation_end), (200.0, timer.on_train_end)]:
+        now[0] = t  # one validation 110-130 s, end at 200 s
+        hook(trainer, None)
+    assert timer.train_seconds == 200.0 - 100.0 - 20.0
+
+
 def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_factory):
     """A run cut short on one machine may resume with another evaluation batch or padding (neither changes the
     result); anything that changes the result starts a new run."""
