@@ -39,13 +39,19 @@ for stage in $STAGES; do
   case $stage in
   gen)
     echo "== [$(elapsed)s] ListOps 96K/2K/2K (official settings)"
-    if [ -e $DATA/listops-1000/basic_test.tsv ]; then echo "already here (warm machine)"; else
+    if [ "${LISTOPS:-1}" = 0 ]; then echo "skipped (LISTOPS=0)"; elif [ -e $DATA/listops-1000/basic_test.tsv ]; then
+      echo "already here (warm machine)"; else
       /usr/bin/time -f "listops wall %e s, cpu %U s" python3 -m lra.data listops --out $DATA --workers "$(nproc)"
     fi
-    [ "${PF_IMAGES:-200000}" = 0 ] || [ -e $DATA/pathfinder32 ] && continue
-    echo "== [$(elapsed)s] Pathfinder-32 hard ${PF_IMAGES:-200000} images"
-    /usr/bin/time -f "pathfinder wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
-      --num-images "${PF_IMAGES:-200000}" --workers "$(nproc)" | tail -3
+    # Pathfinder-32 (PF_IMAGES, default 200,000; 0 = none) and Path-X, 128x128 (PX_IMAGES, default 0), both hard.
+    # A partly written set is completed, not redone (the generator skips finished batches).
+    for spec in "32:${PF_IMAGES:-200000}" "128:${PX_IMAGES:-0}"; do
+      IFS=: read -r res num <<<"$spec"
+      [ "$num" = 0 ] && continue
+      echo "== [$(elapsed)s] Pathfinder ${res}x$res hard, $num images"
+      /usr/bin/time -f "pathfinder$res wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
+        --resolution "$res" --num-images "$num" --workers "$(nproc)" | tail -2
+    done
     ;;
   probe)
     echo "== [$(elapsed)s] NaLa kernel probe (correctness on the GPU, then speed)"
@@ -124,8 +130,10 @@ for last in "$CKPT"/*/*/last.ckpt; do
 done
 # The device tool returns at most 8 files, 16 MiB each, 2 folders deep: everything but this log goes back as one
 # gzipped tar in 15 MiB parts (out.tgz.00, .01, ...). Here: cat out.tgz.* | tar xzf - -C <dest>
-# (scripts/unpack_device.sh does that and merges rows).
+# (scripts/unpack_device.sh does that, and moves unfinished runs' checkpoints where the next call carries them).
 echo "== done in $(elapsed)s"
-(cd "$OUT" && entries=$(ls -A | grep -vx "session.log") && [ -n "$entries" ] \
-  && tar czf - $entries | split -b 15M -d -a 2 - out.tgz. && rm -rf $entries \
-  && echo "== packed: $(ls out.tgz.* | tr '\n' ' ')($(du -cb out.tgz.* | tail -1 | cut -f1) bytes)")
+entries=$(cd "$OUT" && ls -A | grep -vx "session.log" || true)  # nothing but the log: nothing to pack
+if [ -n "$entries" ]; then
+  (cd "$OUT" && tar czf - $entries | split -b 15M -d -a 2 - out.tgz. && rm -rf $entries \
+    && echo "== packed: $(ls out.tgz.* | tr '\n' ' ')($(du -cb out.tgz.* | tail -1 | cut -f1) bytes)")
+fi
