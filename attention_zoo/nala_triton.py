@@ -505,126 +505,190 @@ def _per_valid_key(m_part: torch.Tensor, v_part: torch.Tensor, count: torch.Tens
     return (m_part.sum(1) / per_head).contiguous(), (v_part.sum(1) / per_head[..., 0]).contiguous()
 
 
-class NaLaTriton(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, mask, rope: bool, denom_eps: float, norm_aware: bool, fixed_power: float, eps: float):
-        bsz, heads, n, d = q.shape
-        q, sq = _strides(q)
-        k, sk = _strides(k)
-        v, sv = _strides(v)
-        keep = mask.to(torch.float32).contiguous()
-        count = keep.sum(dim=1).clamp_min(1.0)  # (B,) valid keys; an all-padding row gives 0, not 0/0
-        cos, sin = _rope_tables(n, d, q.device)
-        bh, meta = bsz * heads, _meta(q, rope)
-        rows_per_split, s_part, kb_part = _partial_sums(bh, n, d, q.device)
-        _state[(bh, s_part.shape[1])](
-            k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv, ROWS_PER_SPLIT=rows_per_split, **meta
-        )
-        state, k_mean = _per_valid_key(s_part, kb_part, count, heads)  # (BH, 2d, d), (BH, 2d)
-        out = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
-        den = torch.empty(bh, n, device=q.device, dtype=torch.float32)
-        rows = _rows_per_program(n)
-        _output[(bh, math.ceil(n / rows))](
-            q,
-            state,
-            k_mean,
-            cos,
-            sin,
-            out,
-            den,
-            heads,
-            n,
-            eps,
-            denom_eps,
-            fixed_power,
-            *sq,
-            *out.stride()[:3],
-            ROWS=rows,
-            NORM_AWARE=norm_aware,
-            **meta,
-        )
-        ctx.save_for_backward(q, k, v, keep, count, out, state, k_mean, den)
-        ctx.opts = (rope, norm_aware, fixed_power, eps)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, keep, count, out, state, k_mean, den = ctx.saved_tensors
-        rope, norm_aware, fixed_power, eps = ctx.opts
-        bsz, heads, n, d = q.shape
-        grad_out, sg = _strides(grad_out)
-        cos, sin = _rope_tables(n, d, q.device)
-        bh, meta = bsz * heads, _meta(q, rope)
-        rows_per_split, ds_part, dkb_part = _partial_sums(bh, n, d, q.device)
-        _grad_state[(bh, ds_part.shape[1])](
-            q,
-            out,
-            grad_out,
-            den,
-            cos,
-            sin,
-            ds_part,
-            dkb_part,
-            heads,
-            n,
-            eps,
-            fixed_power,
-            *q.stride()[:3],
-            *out.stride()[:3],
-            *sg,
-            ROWS_PER_SPLIT=rows_per_split,
-            NORM_AWARE=norm_aware,
-            **meta,
-        )
-        rows = _rows_per_program(n)
-        dq = torch.empty(bsz, heads, n, d, device=q.device, dtype=q.dtype)
-        _grad_q[(bh, math.ceil(n / rows))](
-            q,
-            out,
-            grad_out,
-            state,
-            k_mean,
-            den,
-            cos,
-            sin,
-            dq,
-            heads,
-            n,
-            eps,
-            fixed_power,
-            *q.stride()[:3],
-            *out.stride()[:3],
-            *sg,
-            *dq.stride()[:3],
-            ROWS=rows,
-            NORM_AWARE=norm_aware,
-            **meta,
-        )
-        d_state, d_k_mean = _per_valid_key(ds_part, dkb_part, count, heads)
-        dk = torch.empty(bsz, heads, n, d, device=q.device, dtype=k.dtype)
-        dv = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
-        _grad_kv[(bh, math.ceil(n / rows))](
-            k,
-            v,
-            keep,
-            d_state,
-            d_k_mean,
-            cos,
-            sin,
-            dk,
-            dv,
-            heads,
-            n,
-            *k.stride()[:3],
-            *v.stride()[:3],
-            *dk.stride()[:3],
-            ROWS=rows,
-            **meta,
-        )
-        return dq, dk, dv, None, None, None, None, None, None
+# The kernels enter autograd and torch.compile as two custom operators: compiled models (trainer.compile) keep
+# them inside one graph instead of breaking it in two around each attention call, and CUDA graphs can capture them.
+# The fake implementations give compile the output shapes without running anything.
 
 
-@torch.compiler.disable  # already one fused kernel per pass; under trainer.compile the model compiles around it
+@torch.library.custom_op("lra::nala_triton_fwd", mutates_args=())
+def _forward(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keep: torch.Tensor,
+    rope: bool,
+    denom_eps: float,
+    norm_aware: bool,
+    fixed_power: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """out (B, H, N, d), and for the backward: the state (BH, 2d, d), key mean (BH, 2d), normaliser (BH, N)."""
+    bsz, heads, n, d = q.shape
+    q, sq = _strides(q)
+    k, sk = _strides(k)
+    v, sv = _strides(v)
+    keep = keep.contiguous()
+    count = keep.sum(dim=1).clamp_min(1.0)  # (B,) valid keys; an all-padding row gives 0, not 0/0
+    cos, sin = _rope_tables(n, d, q.device)
+    bh, meta = bsz * heads, _meta(q, rope)
+    rows_per_split, s_part, kb_part = _partial_sums(bh, n, d, q.device)
+    _state[(bh, s_part.shape[1])](
+        k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv, ROWS_PER_SPLIT=rows_per_split, **meta
+    )
+    state, k_mean = _per_valid_key(s_part, kb_part, count, heads)  # (BH, 2d, d), (BH, 2d)
+    out = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
+    den = torch.empty(bh, n, device=q.device, dtype=torch.float32)
+    rows = _rows_per_program(n)
+    _output[(bh, math.ceil(n / rows))](
+        q,
+        state,
+        k_mean,
+        cos,
+        sin,
+        out,
+        den,
+        heads,
+        n,
+        eps,
+        denom_eps,
+        fixed_power,
+        *sq,
+        *out.stride()[:3],
+        ROWS=rows,
+        NORM_AWARE=norm_aware,
+        **meta,
+    )
+    return out, state, k_mean, den
+
+
+@_forward.register_fake
+def _(q, k, v, keep, rope, denom_eps, norm_aware, fixed_power, eps):
+    bsz, heads, n, d = q.shape
+    f32 = dict(device=q.device, dtype=torch.float32)
+    return (
+        torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype),
+        torch.empty(bsz * heads, 2 * d, d, **f32),
+        torch.empty(bsz * heads, 2 * d, **f32),
+        torch.empty(bsz * heads, n, **f32),
+    )
+
+
+@torch.library.custom_op("lra::nala_triton_bwd", mutates_args=())
+def _backward(
+    grad_out: torch.Tensor,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    keep: torch.Tensor,
+    out: torch.Tensor,
+    state: torch.Tensor,
+    k_mean: torch.Tensor,
+    den: torch.Tensor,
+    rope: bool,
+    norm_aware: bool,
+    fixed_power: float,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """dq, dk, dv (contiguous, in the inputs' dtypes)."""
+    q, _ = _strides(q)
+    k, _ = _strides(k)
+    v, _ = _strides(v)
+    keep = keep.contiguous()
+    count = keep.sum(dim=1).clamp_min(1.0)
+    bsz, heads, n, d = q.shape
+    grad_out, sg = _strides(grad_out)
+    cos, sin = _rope_tables(n, d, q.device)
+    bh, meta = bsz * heads, _meta(q, rope)
+    rows_per_split, ds_part, dkb_part = _partial_sums(bh, n, d, q.device)
+    _grad_state[(bh, ds_part.shape[1])](
+        q,
+        out,
+        grad_out,
+        den,
+        cos,
+        sin,
+        ds_part,
+        dkb_part,
+        heads,
+        n,
+        eps,
+        fixed_power,
+        *q.stride()[:3],
+        *out.stride()[:3],
+        *sg,
+        ROWS_PER_SPLIT=rows_per_split,
+        NORM_AWARE=norm_aware,
+        **meta,
+    )
+    rows = _rows_per_program(n)
+    dq = torch.empty(bsz, heads, n, d, device=q.device, dtype=q.dtype)
+    _grad_q[(bh, math.ceil(n / rows))](
+        q,
+        out,
+        grad_out,
+        state,
+        k_mean,
+        den,
+        cos,
+        sin,
+        dq,
+        heads,
+        n,
+        eps,
+        fixed_power,
+        *q.stride()[:3],
+        *out.stride()[:3],
+        *sg,
+        *dq.stride()[:3],
+        ROWS=rows,
+        NORM_AWARE=norm_aware,
+        **meta,
+    )
+    d_state, d_k_mean = _per_valid_key(ds_part, dkb_part, count, heads)
+    dk = torch.empty(bsz, heads, n, d, device=q.device, dtype=k.dtype)
+    dv = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
+    _grad_kv[(bh, math.ceil(n / rows))](
+        k,
+        v,
+        keep,
+        d_state,
+        d_k_mean,
+        cos,
+        sin,
+        dk,
+        dv,
+        heads,
+        n,
+        *k.stride()[:3],
+        *v.stride()[:3],
+        *dk.stride()[:3],
+        ROWS=rows,
+        **meta,
+    )
+    return dq, dk, dv
+
+
+@_backward.register_fake
+def _(grad_out, q, k, v, keep, out, state, k_mean, den, rope, norm_aware, fixed_power, eps):
+    return tuple(torch.empty(x.shape, device=x.device, dtype=x.dtype) for x in (q, k, v))
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, keep, rope, denom_eps, norm_aware, fixed_power, eps = inputs
+    out, state, k_mean, den = output
+    ctx.save_for_backward(q, k, v, keep, out, state, k_mean, den)
+    ctx.opts = (rope, norm_aware, fixed_power, eps)
+    ctx.set_materialize_grads(False)  # only `out` is used downstream; the other outputs get no gradient
+
+
+def _autograd_backward(ctx, grad_out, *_):
+    dq, dk, dv = _backward(grad_out, *ctx.saved_tensors, *ctx.opts)
+    return dq, dk, dv, None, None, None, None, None, None
+
+
+_forward.register_autograd(_autograd_backward, setup_context=_setup_context)
+
+
 def nala_triton(
     q,
     k,
@@ -644,4 +708,4 @@ def nala_triton(
             f"head_dim a power of two in [16, 64] and fp16/bf16/fp32; got head_dim {q.shape[-1]}, "
             f"{q.dtype}, device {q.device}, sign_split={sign_split}; use attention.impl=fused"
         )
-    return NaLaTriton.apply(q, k, v, mask, rope, denom_eps, norm_aware, fixed_power, eps)
+    return _forward(q, k, v, mask.to(torch.float32), rope, denom_eps, norm_aware, fixed_power, eps)[0]
