@@ -141,7 +141,8 @@ def test_custom_operators_pass_torch_opcheck():
     keep = torch.ones(2, 37, device=DEVICE)
     keep[0, 30:] = 0.0
     args = (q, k, v, keep, True, 1e-6, True, 3.0, 1e-6)
-    torch.library.opcheck(nt._forward, args, test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
+    checks = ("test_schema", "test_autograd_registration", "test_faketensor")
+    torch.library.opcheck(nt._forward, args, test_utils=checks)
     out, state, k_mean, den = nt._forward(*args)
     grad = torch.randn_like(out)
     bwd_args = (grad, q, k, v, keep, out, state, k_mean, den, True, True, 3.0, 1e-6)
