@@ -13,8 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import subprocess
 import sys
 import time
 import traceback
@@ -32,7 +30,7 @@ from lra import LRAError
 from lra.callbacks import ThroughputMonitor, peak_memory_mb
 from lra.data.datamodule import LRADataModule
 from lra.module import LRAClassifier
-from lra.results import append_row
+from lra.results import append_row, git_commit
 
 log = logging.getLogger("lra")
 ROOT = Path(__file__).resolve().parent
@@ -206,27 +204,6 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         "overrides": overrides,
         "config": config,
     }
-
-
-def git_commit() -> str:
-    """HEAD (with -dirty), or $LRA_GIT_COMMIT where the tree was copied without .git (e.g. to a GPU machine)."""
-    if os.environ.get("LRA_GIT_COMMIT"):
-        return os.environ["LRA_GIT_COMMIT"]
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
-        )
-        sha = head.stdout.strip() if head.returncode == 0 else ""
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return (sha or "unknown") + ("-dirty" if dirty else "")
 
 
 def _resumed_step(ckpt_path: str | None) -> int | None:

@@ -91,12 +91,13 @@ import torch.nn.functional as F
 import attention_zoo
 from attention_zoo import build_attention, default_config
 from lra.leaderboard import BENCH_COLUMNS
+from lra.results import git_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "bench"
 
 # The columns report.py reads (lra.leaderboard.BENCH_COLUMNS), then what a reader of the CSV wants besides.
-COLUMNS = [*BENCH_COLUMNS, "error", "tokens_per_sec", "repeats", "gbps", "tflops", "time", "command"]
+COLUMNS = [*BENCH_COLUMNS, "error", "tokens_per_sec", "repeats", "gbps", "tflops", "time", "command", "git_commit"]
 KEY = ["attention", "impl", "mode", "seq_len", "dtype", "batch", "heads", "head_dim"]
 MODES = ("train", "infer")
 EXTRAS = ("sdpa_flash", "elu_linear_plain", "nala_released_fp32", "nala_triton", "fla_chunk_linear")
@@ -621,6 +622,7 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
         torch=torch.__version__,
         time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         command="python -m lra.bench " + shlex.join(argv),
+        git_commit=git_commit(),  # the kernels change between sessions: which code a row timed
     )
     say = (lambda *_: None) if args.quiet else (lambda text: print(text, flush=True))
     say(

@@ -11,6 +11,7 @@ import fcntl
 import json
 import math
 import os
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,27 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
             continue
         rows.append(row)
     return rows
+
+
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_commit() -> str:
+    """HEAD (with -dirty), or $LRA_GIT_COMMIT where the tree was copied without .git (e.g. to a GPU machine)."""
+    if os.environ.get("LRA_GIT_COMMIT"):
+        return os.environ["LRA_GIT_COMMIT"]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=_ROOT, capture_output=True, text=True, timeout=5
+        )
+        sha = head.stdout.strip() if head.returncode == 0 else ""
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha or "unknown") + ("-dirty" if dirty else "")

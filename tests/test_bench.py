@@ -13,6 +13,7 @@ from torch import nn
 from attention_zoo.registry import REGISTRY, AttentionSpec
 from lra import bench
 from lra.leaderboard import BENCH_COLUMNS, efficiency_markdown, load_bench
+from lra.results import git_commit
 from tests.conftest import run_cli
 
 SMALL = [
@@ -43,6 +44,7 @@ def test_rows_have_the_columns_and_values(tmp_path):
     df = run_bench(tmp_path, "--attention", "softmax,linear", "--extra", "elu_linear_plain", "--lengths", "32,64")
     assert set(BENCH_COLUMNS) <= set(df.columns)
     assert {"error", "tokens_per_sec", "repeats", "time", "command"} <= set(df.columns)
+    assert set(df["git_commit"]) == {git_commit()}  # which code each row timed
     assert len(df) == 3 * 2 * 2  # attentions x lengths x modes
     assert set(df["attention"]) == {"softmax", "linear", "elu_linear_plain"}
     assert set(df["mode"]) == {"train", "infer"} and set(df["seq_len"]) == {32, 64}
