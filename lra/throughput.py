@@ -26,12 +26,20 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 SETTINGS = {
     "baseline": ["trainer.precision=32-true", "model.optim.fused=false", "num_workers=0"],
     "bf16": ["trainer.precision=bf16-mixed", "model.optim.fused=false", "num_workers=0"],
+    "bf16+fused_adamw": ["trainer.precision=bf16-mixed", "num_workers=0"],  # what a run on a GPU uses by default
     "bf16+fused_adamw+workers": ["trainer.precision=bf16-mixed", "num_workers=4"],
     "bf16+fused_adamw+workers+compile": ["trainer.precision=bf16-mixed", "num_workers=4", "trainer.compile=true"],
     "fp32+fused_adamw": ["trainer.precision=32-true", "num_workers=0"],
     # Session 7 (H200): 26 steps/s against 53 without, as 200 steps met ~32 batch shapes, each recorded anew.
     "fp32+fused_adamw+cudagraphs": [
         "trainer.precision=32-true",
+        "num_workers=0",
+        "trainer.compile=true",
+        "trainer.compile_mode=reduce-overhead",
+    ],
+    # Pathfinder's batches are all 1,024 tokens (or close): one shape, so CUDA graphs are recorded once.
+    "bf16+fused_adamw+cudagraphs": [
+        "trainer.precision=bf16-mixed",
         "num_workers=0",
         "trainer.compile=true",
         "trainer.compile_mode=reduce-overhead",
@@ -104,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import run
 
+    # The attention share first, then one row per setting appended as soon as it is measured: a call cut by its
+    # time limit keeps the settings it finished, and a setting that fails (say, compile) is a row, not a crash.
+    frac = attention_fraction([*args.overrides])
+    print(f"attention share of step time: {frac:.1%}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.settings.split(","):
@@ -119,30 +132,29 @@ def main(argv: list[str] | None = None) -> int:
                 f"checkpoint_dir={tmp}/c",
             ]
             start = time.perf_counter()
-            row = run.train(config(overrides))
+            try:
+                row, error = run.train(config(overrides)), None
+            except Exception as err:  # noqa: BLE001 - recorded, and the next setting still runs
+                row, error = {}, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
             rows.append(
                 {
                     "setting": name,
-                    "steps": row["steps"],
-                    "steady_steps_per_sec": row["steady_steps_per_sec"],
-                    "steps_per_sec": row["steps_per_sec"],
-                    "tokens_per_sec": row["tokens_per_sec"],
-                    "peak_mem_mb": row["peak_mem_mb"],
+                    "steps": row.get("steps"),
+                    "steady_steps_per_sec": row.get("steady_steps_per_sec"),
+                    "steps_per_sec": row.get("steps_per_sec"),
+                    "tokens_per_sec": row.get("tokens_per_sec"),
+                    "peak_mem_mb": row.get("peak_mem_mb"),
                     "wall_seconds": time.perf_counter() - start,
-                    "device": row["device"],
-                    "torch": row["torch"],
+                    "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                    "torch": torch.__version__,
                     "overrides": json.dumps(overrides[:-4]),
+                    "attention_fraction": frac,
+                    "error": error,
                 }
             )
             print(rows[-1], flush=True)
-    frac = attention_fraction([*args.overrides])
-    for r in rows:
-        r["attention_fraction"] = frac
-    df = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
-    print(df.to_string(index=False))
-    print(f"attention share of step time: {frac:.1%}")
+            pd.DataFrame(rows[-1:]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+    print(pd.DataFrame(rows).drop(columns=["overrides"]).to_string(index=False))
     return 0
 
 

@@ -72,7 +72,7 @@ for stage in $STAGES; do
   throughput)
     echo "== [$(elapsed)s] throughput"
     for att in ${TP_ATTENTIONS:-nalaformer softmax}; do
-      timeout "${TP_TIMEOUT:-200}" python3 -m lra.throughput task=listops experiment=lra_lite attention=$att \
+      timeout "${TP_TIMEOUT:-200}" python3 -m lra.throughput task=${TP_TASK:-listops} experiment=lra_lite attention=$att \
         data_dir=$DATA --steps "${TP_STEPS:-300}" --settings "${TP_SETTINGS:-baseline,bf16,bf16+fused_adamw+workers,bf16+fused_adamw+workers+compile}" \
         --out "$OUT/throughput.csv" 2>&1 | grep -vE "Warning|warn" | tail -8
     done
@@ -80,15 +80,18 @@ for stage in $STAGES; do
   pruns)
     # Many small runs at once: a 2-layer LRA-lite model leaves the GPU idle most of each step (launch-bound), so
     # PER_GPU runs share each GPU. Each run logs to $OUT/logs/; rows go to $OUT/runs.jsonl (appends are locked).
-    ngpu=$(nvidia-smi -L | wc -l); per=${PER_GPU:-4}; i=0; pids=(); mkdir -p "$OUT/logs"
-    echo "== [$(elapsed)s] parallel runs: $ngpu GPUs x $per"
+    # GPUS (e.g. "1") keeps them on some GPUs, so that another script instance can time kernels on the others.
+    read -ra gpus <<<"$(echo "${GPUS:-$(seq -s ' ' 0 $(($(nvidia-smi -L | wc -l) - 1)))}" | tr ',' ' ')"
+    ngpu=${#gpus[@]}; per=${PER_GPU:-4}; i=0; pids=(); mkdir -p "$OUT/logs"
+    echo "== [$(elapsed)s] parallel runs: GPUs ${gpus[*]} x $per"
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed <<<"$spec"
       while [ "$(jobs -rp | wc -l)" -ge $((ngpu * per)) ]; do sleep 2; done
       left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
-      ( CUDA_VISIBLE_DEVICES=$((i % ngpu)) timeout "$left" python3 run.py task=$task attention=$att \
+      gpu=${gpus[$((i % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu" >"$OUT/logs/$task-$att-$seed.log"
+      ( CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 run.py task=$task attention=$att \
           seed=$seed experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt \
-          num_workers=${WORKERS:-0} trainer.enable_progress_bar=false ${RUN_EXTRA:-} >"$OUT/logs/$task-$att-$seed.log" 2>&1
+          num_workers=${WORKERS:-0} trainer.enable_progress_bar=false ${RUN_EXTRA:-} >>"$OUT/logs/$task-$att-$seed.log" 2>&1
         rc=$?  # before any $(...) below, which would reset it
         echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
       pids+=($!); i=$((i + 1))

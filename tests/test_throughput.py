@@ -28,3 +28,15 @@ def test_measurement_writes_a_row_per_setting(tmp_path):
     assert rows.setting.tolist() == ["baseline", "bf16+fused_adamw+compile+pad256"]
     assert (rows.steps == 4).all() and (rows.steps_per_sec > 0).all()
     assert 0 < rows.attention_fraction.iloc[0] < 1
+
+
+def test_a_failing_setting_is_a_row_and_the_next_still_runs(tmp_path, monkeypatch):
+    """A compile failure on the device must not lose the settings measured before or after it."""
+    monkeypatch.setitem(throughput.SETTINGS, "broken", ["model.dim=-1"])
+    out = tmp_path / "tp.csv"
+    args = ["experiment=smoke", f"data_dir={tmp_path / 'data'}", "--steps", "3", "--out", str(out)]
+    assert throughput.main([*args, "--settings", "broken,baseline"]) == 0
+    rows = pd.read_csv(out)
+    assert rows.setting.tolist() == ["broken", "baseline"]
+    assert "model.dim=-1" in rows.error.iloc[0] and pd.isna(rows.error.iloc[1])
+    assert pd.isna(rows.steps.iloc[0]) and rows.steps.iloc[1] == 3
