@@ -121,7 +121,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         best_val_acc=float(best_val) if best_val is not None else None,
         steps=steps,
         train_seconds=round(timer.train_seconds, 3),
-        steps_per_sec=steps / timer.train_seconds if timer.train_seconds else None,
+        # this process's steps only: a resumed run's earlier steps were timed by the process that ran them
+        steps_per_sec=(steps - (resumed_from or 0)) / timer.train_seconds if timer.train_seconds else None,
         tokens_per_sec=timer.tokens / timer.train_seconds if timer.train_seconds else None,
         final_train_loss=train_loss if math.isfinite(train_loss) else None,
         resumed_from_step=resumed_from,

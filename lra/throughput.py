@@ -66,8 +66,10 @@ def config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def attention_fraction(overrides: list[str], steps: int = 10) -> float:
-    """Fraction of device (or CPU) time inside the attention modules over ``steps`` forward+backward passes."""
+def attention_fraction(overrides: list[str], steps: int = 10, top: int = 0) -> float:
+    """Fraction of device (or CPU) time inside the attention modules over ``steps`` training steps (forward,
+    backward, fused AdamW). ``top`` > 0 also prints the operators with the most device time and the device time
+    per step beside the wall time per step: equal means GPU-bound, device much less means host-bound."""
     from lra.data.datamodule import LRADataModule
     from lra.module import LRAClassifier
 
@@ -79,6 +81,7 @@ def attention_fraction(overrides: list[str], steps: int = 10) -> float:
     model = model.to(device)
     data = LRADataModule(task, cfg.data_dir, task["batch_size"], cache_dir=cfg.cache_dir)
     batches = iter(data.train_dataloader())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
@@ -88,18 +91,31 @@ def attention_fraction(overrides: list[str], steps: int = 10) -> float:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             loss = torch.nn.functional.cross_entropy(model(ids.to(device)).float(), labels.to(device))
         loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     for _ in range(3):
         step()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
     with torch.profiler.profile(activities=activities) as prof:
         for _ in range(steps):
             step()
         if device == "cuda":
             torch.cuda.synchronize()
+    wall = time.perf_counter() - start
     events = prof.key_averages()
     key = "device_time_total" if device == "cuda" else "cpu_time_total"
     total = sum(getattr(e, "self_" + key) for e in events)
     attention = sum(getattr(e, key) for e in events if e.key == "attention")
+    if top:
+        print(events.table(sort_by="self_" + key, row_limit=top, max_name_column_width=60), flush=True)
+        print(
+            f"per step: {key.split('_')[0]} time {total / steps / 1e3:.2f} ms, wall {wall / steps * 1e3:.2f} ms "
+            f"(profiled, {steps} steps)",
+            flush=True,
+        )
     return attention / total if total else float("nan")
 
 
@@ -109,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma list of: {', '.join(SETTINGS)}")
     p.add_argument("--out", type=Path, default=Path("results/throughput.csv"))
+    p.add_argument("--top", type=int, default=0, help="print the N operators with the most device time")
     args = p.parse_args(argv)
     import run
 
     # The attention share first, then one row per setting appended as soon as it is measured: a call cut by its
     # time limit keeps the settings it finished, and a setting that fails (say, compile) is a row, not a crash.
-    frac = attention_fraction([*args.overrides])
+    frac = attention_fraction([*args.overrides], top=args.top)
     print(f"attention share of step time: {frac:.1%}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []

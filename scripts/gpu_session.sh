@@ -74,7 +74,7 @@ for stage in $STAGES; do
     for att in ${TP_ATTENTIONS:-nalaformer softmax}; do
       timeout "${TP_TIMEOUT:-200}" python3 -m lra.throughput task=${TP_TASK:-listops} experiment=lra_lite attention=$att \
         data_dir=$DATA --steps "${TP_STEPS:-300}" --settings "${TP_SETTINGS:-baseline,bf16,bf16+fused_adamw+workers,bf16+fused_adamw+workers+compile}" \
-        --out "$OUT/throughput.csv" 2>&1 | grep -vE "Warning|warn" | tail -8
+        --out "$OUT/throughput.csv" ${TP_ARGS:-} 2>&1 | grep -vE "Warning|warn" | tail -${TP_TAIL:-8}
     done
     ;;
   pruns)

@@ -132,6 +132,8 @@ def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
     monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", original)
     row = run.train(cfg)
     assert row["resumed_from_step"] == 10 and row["steps"] == 20
+    # the rate counts the 10 steps this process ran, not the 10 the crashed one did before
+    assert row["steps_per_sec"] * row["train_seconds"] == pytest.approx(10, rel=0.01)
     again = run.train(cfg)  # finished runs leave no last.ckpt: the same command starts afresh
     assert again["resumed_from_step"] is None
 
