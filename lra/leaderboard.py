@@ -134,6 +134,8 @@ def build_boards(runs: pd.DataFrame, published: pd.DataFrame) -> list[Board]:
                 cell = Cell()
                 runs_t = by_attention[by_attention["task"] == task]
                 ok = runs_t[(runs_t["status"] == "ok") & runs_t["test_acc"].notna()]
+                # One value per seed: a seed run again (new code, a fixed bug) counts once, by its latest row.
+                ok = ok.drop_duplicates(subset="seed", keep="last")
                 if len(ok):
                     acc = ok["test_acc"].astype(float) * 100
                     cell.mean, cell.std, cell.n = acc.mean(), (acc.std() if len(acc) > 1 else 0.0), len(acc)
@@ -188,7 +190,8 @@ def board_markdown(board: Board) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     out = [f"### {_title(board)}", "", *lines, ""]
     out.append(
-        "Cells: mean ± std (n seeds) of test accuracy; **bold** = best in column; "
+        "Cells: mean ± std (n seeds; a seed run twice counts once, its latest row) of test accuracy; "
+        "**bold** = best in column; "
         + ("pub = published value for the same protocol; Δ = ours − pub; " if board.referenced else "")
         + "— = no run or no published value; Avg over the five LRA tasks (Path-X excluded, as in the LRA "
         "paper)."

@@ -133,6 +133,15 @@ def test_leaderboard_values_published_deltas_and_gaps(results):
     assert r"\toprule" in tex and r"\textbf{40.00 $\pm$ 1.41}" in tex
 
 
+def test_a_seed_run_again_counts_once_by_its_latest_row(results):
+    append_row(results, fixture_row(task="listops", attention="nalaformer", seed=0, test_acc=0.45))
+    assert run_report(results, "--no-figures") == 0
+    csv = pd.read_csv(results / "tables" / "leaderboard.csv")
+    cell = csv[(csv.protocol == "lra_lite") & (csv.data == "real")].set_index(["attention", "task"])
+    assert cell.loc[("nalaformer", "listops"), "n"] == 2  # seeds 0 and 1, not three rows
+    assert cell.loc[("nalaformer", "listops"), "mean"] == pytest.approx(43.0)  # (45 + 41) / 2: the rerun replaced 39
+
+
 def test_golden_markdown(results):
     assert run_report(results, "--no-figures", "--protocol", "lra_lite") == 0
     assert (results / "tables" / "leaderboard.md").read_text() == GOLDEN.read_text()
