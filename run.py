@@ -58,6 +58,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         cache_dir=cfg.cache_dir,
         eval_batch_size=task.get("eval_batch_size"),
         val_examples=int(val_batches * task["batch_size"]) if val_batches else None,
+        data_on_device=cfg.data_on_device,
     )
     splits = data.prepare()
     row["data_source"] = splits.source
@@ -170,7 +171,8 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     identity = {
         k: v
         for k, v in config.items()
-        if k not in {"results_dir", "checkpoint_dir", "resume", "num_workers", "data_dir", "cache_dir"}
+        if k
+        not in {"results_dir", "checkpoint_dir", "resume", "num_workers", "data_on_device", "data_dir", "cache_dir"}
     }
     # Batch shapes for evaluation and padding change the speed, never the result (tested): a run cut short may
     # resume with other values.

@@ -23,33 +23,45 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+# Batches come from host arrays (page-locked and copied per step) unless a setting says "resident": then the
+# splits live on the GPU (data_on_device, the default on a GPU since session 8) and no loader workers run.
+HOST = ["data_on_device=false"]
+RESIDENT = ["data_on_device=true", "num_workers=0"]
 SETTINGS = {
-    "baseline": ["trainer.precision=32-true", "model.optim.fused=false", "num_workers=0"],
-    "bf16": ["trainer.precision=bf16-mixed", "model.optim.fused=false", "num_workers=0"],
-    "bf16+fused_adamw": ["trainer.precision=bf16-mixed", "num_workers=0"],  # what a run on a GPU uses by default
-    "bf16+fused_adamw+workers": ["trainer.precision=bf16-mixed", "num_workers=4"],
-    "bf16+fused_adamw+workers+compile": ["trainer.precision=bf16-mixed", "num_workers=4", "trainer.compile=true"],
-    "fp32+fused_adamw": ["trainer.precision=32-true", "num_workers=0"],
+    "baseline": ["trainer.precision=32-true", "model.optim.fused=false", "num_workers=0", *HOST],
+    "bf16": ["trainer.precision=bf16-mixed", "model.optim.fused=false", "num_workers=0", *HOST],
+    "bf16+fused_adamw": ["trainer.precision=bf16-mixed", "num_workers=0", *HOST],  # a GPU run before session 8
+    "bf16+fused_adamw+workers": ["trainer.precision=bf16-mixed", "num_workers=4", *HOST],
+    "bf16+fused_adamw+workers+compile": [
+        "trainer.precision=bf16-mixed",
+        "num_workers=4",
+        "trainer.compile=true",
+        *HOST,
+    ],
+    "fp32+fused_adamw": ["trainer.precision=32-true", "num_workers=0", *HOST],
     # Session 7 (H200): 26 steps/s against 53 without, as 200 steps met ~32 batch shapes, each recorded anew.
     "fp32+fused_adamw+cudagraphs": [
         "trainer.precision=32-true",
         "num_workers=0",
         "trainer.compile=true",
         "trainer.compile_mode=reduce-overhead",
+        *HOST,
     ],
-    # Pathfinder's batches are all 1,024 tokens (or close): one shape, so CUDA graphs are recorded once.
+    # Session 8 (H200, Pathfinder): 31 / 36 steps/s (softmax / nalaformer) against 25 / 22 eager; batches are all
+    # 1,024 tokens (or close), so the graphs are recorded once.
     "bf16+fused_adamw+cudagraphs": [
         "trainer.precision=bf16-mixed",
         "num_workers=0",
         "trainer.compile=true",
         "trainer.compile_mode=reduce-overhead",
+        *HOST,
     ],
-    # Not measured yet: the same with 8 batch shapes (ListOps, 2,000 tokens, rounded up to 256) instead of ~32.
     "bf16+fused_adamw+compile+pad256": [
         "trainer.precision=bf16-mixed",
         "num_workers=0",
         "trainer.compile=true",
         "task.pad_multiple=256",
+        *HOST,
     ],
     "bf16+fused_adamw+cudagraphs+pad256": [
         "trainer.precision=bf16-mixed",
@@ -57,6 +69,22 @@ SETTINGS = {
         "trainer.compile=true",
         "trainer.compile_mode=reduce-overhead",
         "task.pad_multiple=256",
+        *HOST,
+    ],
+    # Not measured yet: the splits on the GPU (no page-locking, no copy per step), then with CUDA graphs.
+    "bf16+fused_adamw+resident": ["trainer.precision=bf16-mixed", *RESIDENT],
+    "bf16+fused_adamw+resident+cudagraphs": [
+        "trainer.precision=bf16-mixed",
+        "trainer.compile=true",
+        "trainer.compile_mode=reduce-overhead",
+        *RESIDENT,
+    ],
+    "bf16+fused_adamw+resident+cudagraphs+pad256": [
+        "trainer.precision=bf16-mixed",
+        "trainer.compile=true",
+        "trainer.compile_mode=reduce-overhead",
+        "task.pad_multiple=256",
+        *RESIDENT,
     ],
 }
 
@@ -89,7 +117,8 @@ def attention_fraction(overrides: list[str], steps: int = 10, top: int = 0) -> f
     def step():
         ids, labels = next(batches)
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
-            loss = torch.nn.functional.cross_entropy(model(ids.to(device)).float(), labels.to(device))
+            ids, labels = ids.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            loss = torch.nn.functional.cross_entropy(model(ids).float(), labels)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -107,7 +136,10 @@ def attention_fraction(overrides: list[str], steps: int = 10, top: int = 0) -> f
     wall = time.perf_counter() - start
     events = prof.key_averages()
     key = "device_time_total" if device == "cuda" else "cpu_time_total"
-    total = sum(getattr(e, "self_" + key) for e in events)
+    # On the GPU, kernels only: an operator's "self" device time repeats its kernels' (summing both counted the
+    # step twice, and halved the attention share that sessions 7 and 8 first reported).
+    kernels = [e for e in events if device == "cpu" or e.device_type == torch.autograd.DeviceType.CUDA]
+    total = sum(getattr(e, "self_" + key) for e in kernels)
     attention = sum(getattr(e, key) for e in events if e.key == "attention")
     if top:
         print(events.table(sort_by="self_" + key, row_limit=top, max_name_column_width=60), flush=True)

@@ -321,3 +321,31 @@ def test_eval_batch_size_and_padding_do_not_change_the_logits(cfg_factory, knob)
     if knob == "pad_multiple":  # the padding really differed: widths are multiples of 3, then all the full 64
         assert {w % 3 for s, w in widths if s == 3} == {0} and {w for s, w in widths if s == 64} == {64}
         assert any(w < 64 for s, w in widths if s == 3)
+
+
+@pytest.mark.parametrize("docs", [1, 2])
+def test_batches_gathered_on_the_device_equal_the_host_batches(docs):
+    """data_on_device copies a split once and gathers batches there; the batches (cut, order, dtype, labels) must
+    be the ones the host path builds, for one- and two-document tasks. Tested with the CPU as the device."""
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 60, size=(97, docs))
+    ids = np.zeros((97, docs, 64), dtype=np.uint16)
+    for i in range(97):
+        for d in range(docs):
+            ids[i, d, : lengths[i, d]] = rng.integers(1, 300, size=lengths[i, d])
+    ids = ids[:, 0] if docs == 1 else ids
+    split = Split(ids, rng.integers(0, 3, size=97))
+    host, resident = SplitDataset(split, multiple=8), SplitDataset(split, multiple=8, device="cpu")
+    for batch in LengthGroupedBatches(valid_lengths(ids), batch_size=10, shuffle=True, seed=0):
+        (x, y), (xr, yr) = host[batch], resident[batch]
+        assert x.dtype == xr.dtype == torch.int64 and x.shape == xr.shape and x.shape[-1] % 8 == 0
+        assert torch.equal(x, xr) and torch.equal(y, yr)
+
+
+def test_data_on_device_is_a_speed_knob(cfg_factory):
+    """Same run id, same result with the splits resident (here: on the CPU) as with host batches."""
+    rows = [run.train(cfg_factory("experiment=smoke", f"data_on_device={v}", "resume=false")) for v in (False, True)]
+    assert rows[0]["run_id"] == rows[1]["run_id"]
+    assert rows[0]["test_acc"] == rows[1]["test_acc"] and rows[0]["final_train_loss"] == rows[1]["final_train_loss"]
+    with pytest.raises(LRAError, match="data_on_device='gpu'"):
+        LRADataModule({}, "x", 4, data_on_device="gpu")
