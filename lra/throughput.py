@@ -143,6 +143,8 @@ def attention_fraction(overrides: list[str], steps: int = 10, top: int = 0) -> f
     attention = sum(getattr(e, key) for e in events if e.key == "attention")
     if top:
         print(events.table(sort_by="self_" + key, row_limit=top, max_name_column_width=60), flush=True)
+        if device == "cuda":  # and where the host's time goes (launch overhead, syncs show as long CPU calls)
+            print(events.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60), flush=True)
         print(
             f"per step: {key.split('_')[0]} time {total / steps / 1e3:.2f} ms, wall {wall / steps * 1e3:.2f} ms "
             f"(profiled, {steps} steps)",
