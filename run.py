@@ -86,8 +86,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     timer = ThroughputMonitor()
     callbacks: list[L.Callback] = [best, last, timer]
     compile_mode = t.pop("compile_mode")
-    if t.pop("compile"):  # fuses the element-wise work of the whole model; graphs are reused across steps
-        model.model = torch.compile(model.model, dynamic=True, mode=compile_mode)
+    # Fuses the element-wise work of the whole model; graphs are reused across steps. In place (nn.Module.compile),
+    # so parameter names stay those of the eager model: a run cut in one mode resumes in the other.
+    if t.pop("compile"):
+        model.model.compile(dynamic=True, mode=compile_mode)
     if t.pop("enable_progress_bar"):
         callbacks.append(RichProgressBar(refresh_rate=t.pop("progress_refresh")))
     else:
@@ -149,6 +151,7 @@ POSITIVE_INTS = {
 }
 OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer": ("limit_val_batches",)}  # or null
 RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
+RESULT_NEUTRAL_TRAINER_KEYS = ("compile", "compile_mode", "enable_progress_bar", "progress_refresh")
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -177,6 +180,8 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     # Batch shapes for evaluation and padding change the speed, never the result (tested): a run cut short may
     # resume with other values.
     identity["task"] = {k: v for k, v in config["task"].items() if k not in RESULT_NEUTRAL_TASK_KEYS}
+    # Nor do compilation (the same model, fused; rounding differs as it does between GPU runs) and the progress bar.
+    identity["trainer"] = {k: v for k, v in config["trainer"].items() if k not in RESULT_NEUTRAL_TRAINER_KEYS}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     task, attention = config["task"]["name"], config["attention"].get("_target_") or config["attention"]["name"]
     return {

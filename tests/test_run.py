@@ -217,3 +217,27 @@ def test_compile_mode_reaches_torch_compile(cfg_factory, monkeypatch):
     )
     assert row["status"] == "ok" and row["compile"] is True
     assert calls == [{"dynamic": True, "mode": "reduce-overhead"}]
+
+
+def test_a_run_cut_in_eager_mode_resumes_compiled(cfg_factory, monkeypatch, tmp_path):
+    """trainer.compile is a speed knob: same run id, and a checkpoint written by the eager model loads into the
+    compiled one (compiled in place, parameter names unchanged), so a long run can switch to CUDA graphs midway."""
+    over = ("experiment=smoke", "trainer.val_check_interval=5", f"checkpoint_dir={tmp_path / 'c'}")
+    eager, compiled = cfg_factory(*over), cfg_factory(*over, "trainer.compile=true")
+    assert (
+        run.base_row(OmegaConf.to_container(eager, resolve=True), [])["run_id"]
+        == run.base_row(OmegaConf.to_container(compiled, resolve=True), [])["run_id"]
+    )
+    original = ThroughputMonitor.on_train_batch_start
+
+    def crash(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == 7:
+            raise RuntimeError("simulated crash")
+        original(self, trainer, pl_module, batch, batch_idx)
+
+    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run.train(eager)
+    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", original)
+    row = run.train(compiled)
+    assert row["status"] == "ok" and row["compile"] is True and row["resumed_from_step"] == 5
