@@ -349,3 +349,27 @@ def test_data_on_device_is_a_speed_knob(cfg_factory):
     assert rows[0]["test_acc"] == rows[1]["test_acc"] and rows[0]["final_train_loss"] == rows[1]["final_train_loss"]
     with pytest.raises(LRAError, match="data_on_device='gpu'"):
         LRADataModule({}, "x", 4, data_on_device="gpu")
+
+
+def test_cache_fingerprint_names_files_by_their_path_below_the_root(tmp_path):
+    """The fingerprint hashes each file's path relative to the data root, size and mtime (so caches written
+    before the faster walk stay valid), and changes when any file does."""
+    import hashlib
+    import os
+
+    from lra.data.cache import fingerprint
+
+    for rel in ("a.txt", "imgs/0/x.png", "imgs/1/y.png", "metadata/0.npy"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    h = hashlib.sha1()
+    for root, dirs, files in os.walk(tmp_path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            st = os.stat(full)
+            h.update(f"{os.path.relpath(full, tmp_path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    before = fingerprint(tmp_path)
+    assert before == h.hexdigest()
+    (tmp_path / "imgs/1/y.png").write_text("changed")
+    assert fingerprint(tmp_path) != before

@@ -32,9 +32,11 @@ def fingerprint(path: Path) -> str:
         h.update(f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     for root, dirs, files in os.walk(path):
         dirs.sort()
+        rel = os.path.relpath(root, path)  # once per folder: per file it was most of the ~6 s for 200K PNGs
+        prefix = "" if rel == "." else rel + os.sep
         for name in sorted(files):
             st = os.stat(os.path.join(root, name))
-            h.update(f"{os.path.relpath(os.path.join(root, name), path)}:{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f"{prefix}{name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
