@@ -116,20 +116,25 @@ def test_sweep_survives_a_failing_run(tmp_path):
     }
 
 
-def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
-    cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
+def crash_at_step(cfg, monkeypatch, step: int) -> None:
+    """Run ``cfg`` until training reaches ``step``, then fail as a killed job would (no row written)."""
     original = ThroughputMonitor.on_train_batch_start
 
     def crash(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == 12:
+        if trainer.global_step == step:
             raise RuntimeError("simulated crash")
         original(self, trainer, pl_module, batch, batch_idx)
 
     monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run.train(cfg)
-    assert read_rows(cfg.results_dir) == []
     monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", original)
+
+
+def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
+    cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
+    crash_at_step(cfg, monkeypatch, 12)
+    assert read_rows(cfg.results_dir) == []
     row = run.train(cfg)
     assert row["resumed_from_step"] == 10 and row["steps"] == 20
     # the rate counts the 10 steps this process ran, not the 10 the crashed one did before
@@ -184,17 +189,7 @@ def test_resumed_run_reaches_the_same_result(cfg_factory, monkeypatch, tmp_path)
     over = ("experiment=smoke", "trainer.val_check_interval=5", "model.dropout=0.1")
     straight = run.train(cfg_factory(*over, f"results_dir={tmp_path / 'a'}", f"checkpoint_dir={tmp_path / 'ca'}"))
     cfg = cfg_factory(*over, f"results_dir={tmp_path / 'b'}", f"checkpoint_dir={tmp_path / 'cb'}")
-    original = ThroughputMonitor.on_train_batch_start
-
-    def crash(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == 12:  # the last checkpoint is at step 10, inside the first epoch (16 batches)
-            raise RuntimeError("simulated crash")
-        original(self, trainer, pl_module, batch, batch_idx)
-
-    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", crash)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run.train(cfg)
-    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", original)
+    crash_at_step(cfg, monkeypatch, 12)  # the last checkpoint is at step 10, inside the first epoch (16 batches)
     resumed = run.train(cfg)
     assert resumed["resumed_from_step"] == 10
     for key in ("final_train_loss", "best_val_acc", "test_acc"):
@@ -228,16 +223,6 @@ def test_a_run_cut_in_eager_mode_resumes_compiled(cfg_factory, monkeypatch, tmp_
         run.base_row(OmegaConf.to_container(eager, resolve=True), [])["run_id"]
         == run.base_row(OmegaConf.to_container(compiled, resolve=True), [])["run_id"]
     )
-    original = ThroughputMonitor.on_train_batch_start
-
-    def crash(self, trainer, pl_module, batch, batch_idx):
-        if trainer.global_step == 7:
-            raise RuntimeError("simulated crash")
-        original(self, trainer, pl_module, batch, batch_idx)
-
-    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", crash)
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        run.train(eager)
-    monkeypatch.setattr(ThroughputMonitor, "on_train_batch_start", original)
+    crash_at_step(eager, monkeypatch, 7)
     row = run.train(compiled)
     assert row["status"] == "ok" and row["compile"] is True and row["resumed_from_step"] == 5
