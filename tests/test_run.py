@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,3 +227,19 @@ def test_a_run_cut_in_eager_mode_resumes_compiled(cfg_factory, monkeypatch, tmp_
     crash_at_step(eager, monkeypatch, 7)
     row = run.train(compiled)
     assert row["status"] == "ok" and row["compile"] is True and row["resumed_from_step"] == 5
+
+
+def test_progress_lists_cut_runs_until_they_finish(cfg_factory, monkeypatch, capsys):
+    """lra.progress shows a cut run at the step it will resume from; once the run finishes it is gone."""
+    from lra import progress
+
+    cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
+    crash_at_step(cfg, monkeypatch, 12)  # last.ckpt at step 10, written before that step's validation
+    table = progress.in_progress(Path(cfg.checkpoint_dir))
+    assert table.run_id.tolist() == [run.base_row(OmegaConf.to_container(cfg, resolve=True), [])["run_id"]]
+    assert table.step.tolist() == [10] and table.total_steps.tolist() == [cfg.trainer.max_steps]
+    assert table.done.iloc[0] == pytest.approx(100 * 10 / cfg.trainer.max_steps, abs=0.1)
+    assert 0 <= table.best_val_acc.iloc[0] <= 100  # the validation at step 5
+    run.train(cfg)
+    assert progress.main([str(cfg.checkpoint_dir)]) == 0 and "no cut runs" in capsys.readouterr().out
+    assert progress.main([str(Path(cfg.checkpoint_dir) / "missing")]) == 2
