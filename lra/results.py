@@ -65,6 +65,23 @@ def append_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
     return path
 
 
+def append_csv_row(path: str | Path, row: dict[str, Any]) -> Path:
+    """Add ``row`` to a small CSV table whose columns may differ from the row's (a column added since the file
+    was started): the union of columns, the file rewritten atomically. A plain append would shift the values of
+    every later row under the wrong header."""
+    import pandas as pd
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame([row])
+    if path.exists():
+        table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
 def _finite(value: Any) -> Any:
     """NaN and infinities become null: strict JSON, and a missing number reads as missing."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -22,6 +22,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from lra.results import append_csv_row
+
 CONF = Path(__file__).resolve().parents[1] / "conf"
 # Batches come from host arrays (page-locked and copied per step) unless a setting says "resident": then the
 # splits live on the GPU (data_on_device, the default on a GPU since session 8) and no loader workers run.
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
             print(rows[-1], flush=True)
-            pd.DataFrame(rows[-1:]).to_csv(args.out, mode="a", header=not args.out.exists(), index=False)
+            append_csv_row(args.out, rows[-1])
     print(pd.DataFrame(rows).drop(columns=["overrides"]).to_string(index=False))
     return 0
 

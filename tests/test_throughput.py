@@ -40,3 +40,15 @@ def test_a_failing_setting_is_a_row_and_the_next_still_runs(tmp_path, monkeypatc
     assert rows.setting.tolist() == ["broken", "baseline"]
     assert "model.dim=-1" in rows.error.iloc[0] and pd.isna(rows.error.iloc[1])
     assert pd.isna(rows.steps.iloc[0]) and rows.steps.iloc[1] == 3
+
+
+def test_rows_join_a_table_with_other_columns_under_the_right_headers(tmp_path):
+    """results/throughput.csv gained columns over time (error, source): a new row must not shift under them."""
+    from lra.results import append_csv_row
+
+    out = tmp_path / "tp.csv"
+    pd.DataFrame([{"setting": "old", "steps": 1, "source": "session 7"}]).to_csv(out, index=False)
+    append_csv_row(out, {"setting": "new", "steps": 2, "error": "x"})
+    rows = pd.read_csv(out)
+    assert rows.setting.tolist() == ["old", "new"] and rows.steps.tolist() == [1, 2]
+    assert rows.source.iloc[0] == "session 7" and pd.isna(rows.source.iloc[1]) and rows.error.iloc[1] == "x"
