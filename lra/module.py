@@ -69,7 +69,10 @@ class LRAClassifier(L.LightningModule):
         step = self.global_step
         if trainer is None or step % trainer.log_every_n_steps == 0 or step + 1 >= trainer.max_steps:
             acc = (logits.argmax(-1) == labels).float().mean()
-            self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=True, on_step=True, on_epoch=False)
+            # Progress-bar metrics are turned into Python numbers at every step (``.item()``: on a GPU a sync
+            # that stops the host from queueing the next step ahead); only worth it when a bar shows them.
+            bar = trainer is not None and trainer.progress_bar_callback is not None
+            self.log_dict({"train/loss": loss, "train/acc": acc}, prog_bar=bar, on_step=True, on_epoch=False)
         return loss
 
     # Evaluation batches only update the metrics; they are logged (computed, synced across ranks, reset) once per

@@ -243,3 +243,24 @@ def test_progress_lists_cut_runs_until_they_finish(cfg_factory, monkeypatch, cap
     run.train(cfg)
     assert progress.main([str(cfg.checkpoint_dir)]) == 0 and "no cut runs" in capsys.readouterr().out
     assert progress.main([str(Path(cfg.checkpoint_dir) / "missing")]) == 2
+
+
+def test_no_per_step_host_sync_for_the_progress_bar_when_it_is_off(cfg_factory, monkeypatch):
+    """With the bar off (GPU sessions), Lightning must not turn the training metrics into Python numbers every
+    step: each ``.item()`` is a host-device sync on a GPU (two per step were seen in a Pathfinder profile)."""
+    from lightning.pytorch.trainer.connectors.logger_connector import result
+
+    counts = {"scalars": 0}
+    original = result.convert_tensors_to_scalars
+
+    def counting(data):
+        counts["scalars"] += 1  # one metric value per call
+        return original(data)
+
+    monkeypatch.setattr(result, "convert_tensors_to_scalars", counting)
+    over = ("experiment=smoke", "trainer.max_steps=40", "trainer.val_check_interval=40", "trainer.log_every_n_steps=1")
+    row = run.train(cfg_factory(*over, "trainer.enable_progress_bar=false"))
+    assert row["status"] == "ok" and counts["scalars"] <= 10  # validation's (sanity check too) and test's only
+    counts["scalars"] = 0
+    run.train(cfg_factory(*over, "trainer.enable_progress_bar=true", "resume=false", "seed=1"))
+    assert counts["scalars"] >= 2 * 40  # with a bar, loss and accuracy are shown, and converted, every step
