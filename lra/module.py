@@ -41,9 +41,15 @@ class LRAClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model = LRAModel(num_classes=num_classes, **net)
         self.optim_cfg, self.total_steps = optim, total_steps
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.val_loss = MeanMetric()
+        # Without input checks: they call torch.unique / .any() on every evaluation batch, each a host-device
+        # sync on a GPU (labels out of range still fail, in the loss). A NaN loss then shows as a NaN mean.
+        # The validation loss is fed per example, so the mean needs no weights.
+        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        self.test_acc = MulticlassAccuracy(num_classes=num_classes, average="micro", validate_args=False)
+        try:
+            self.val_loss = MeanMetric(nan_strategy="disable")
+        except ValueError:  # torchmetrics before "disable": the checking mean
+            self.val_loss = MeanMetric()
 
     @classmethod
     def from_config(cls, config: dict[str, Any], total_steps: int) -> LRAClassifier:
@@ -81,7 +87,8 @@ class LRAClassifier(L.LightningModule):
         ids, labels = batch
         logits = self(ids)
         self.val_acc.update(logits, labels)
-        self.val_loss.update(F.cross_entropy(logits.float(), labels), weight=len(labels))
+        # One value per example (not a batch mean with a weight: torchmetrics 1.9 drops weights under "disable").
+        self.val_loss.update(F.cross_entropy(logits.float(), labels, reduction="none"))
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict({"val/acc": self.val_acc, "val/loss": self.val_loss}, prog_bar=True)

@@ -264,3 +264,32 @@ def test_no_per_step_host_sync_for_the_progress_bar_when_it_is_off(cfg_factory, 
     counts["scalars"] = 0
     run.train(cfg_factory(*over, "trainer.enable_progress_bar=true", "resume=false", "seed=1"))
     assert counts["scalars"] >= 2 * 40  # with a bar, loss and accuracy are shown, and converted, every step
+
+
+def test_evaluation_metrics_do_not_check_inputs_each_batch():
+    """torchmetrics' input checks (torch.unique, .any()) sync the GPU on every evaluation batch; they are off, and
+    the metrics still compute the accuracy and the mean loss."""
+    from lra.module import LRAClassifier
+
+    module = LRAClassifier(
+        dict(
+            vocab_size=8,
+            max_len=4,
+            dual=False,
+            dim=8,
+            depth=1,
+            num_heads=2,
+            mlp_dim=8,
+            head_dim=8,
+            dropout=0.0,
+            attention={"name": "softmax"},
+        ),
+        {"lr": 1e-3},
+        num_classes=3,
+        total_steps=1,
+    )
+    assert not module.val_acc.validate_args and not module.test_acc.validate_args
+    module.val_acc.update(torch.tensor([[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]), torch.tensor([1, 2]))
+    module.val_loss.update(torch.tensor([2.0, 2.0, 2.0]))  # per-example losses of two batches
+    module.val_loss.update(torch.tensor([4.0]))
+    assert module.val_acc.compute() == pytest.approx(0.5) and module.val_loss.compute() == pytest.approx(2.5)
