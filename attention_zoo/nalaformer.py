@@ -86,7 +86,7 @@ def nala_linear(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-
 
 
 IMPLS = ("auto", "fast", "triton", "fused", "linear", "reference")
-LEPE_IMPLS = ("conv1d", "channels_last", "shift")
+LEPE_IMPLS = ("conv1d", "channels_last", "shift", "triton")
 
 
 def depthwise_conv_tokens(v: torch.Tensor, conv: nn.Conv1d, impl: str) -> torch.Tensor:
@@ -97,10 +97,15 @@ def depthwise_conv_tokens(v: torch.Tensor, conv: nn.Conv1d, impl: str) -> torch.
     * ``conv1d``: ``nn.Conv1d`` on the transpose (the released module's layer, as is);
     * ``channels_last``: (B, N, C) is the channels-last layout of a (B, C, 1, N) image, so ``conv2d`` reads it in
       place (cuDNN's NHWC depthwise kernels);
-    * ``shift``: k shifted multiply-adds, memory-bound, no convolution library at all.
+    * ``shift``: k shifted multiply-adds, memory-bound, no convolution library at all;
+    * ``triton``: one Triton kernel each way on the (B, N, C) layout (:mod:`attention_zoo.lepe_triton`).
     """
     if impl == "conv1d":
         return conv(v.transpose(1, 2)).transpose(1, 2)
+    if impl == "triton":
+        from attention_zoo.lepe_triton import lepe_conv_triton
+
+        return lepe_conv_triton(v, conv)
     width = conv.weight.shape[-1]
     if impl == "channels_last":
         image = v.transpose(1, 2).unsqueeze(2)  # (B, C, 1, N), channels-last strides, no copy

@@ -137,7 +137,7 @@ def module_parts(bsz: int, n: int, heads: int, d: int) -> None:
 
     mask = torch.ones(bsz, n, dtype=torch.bool, device="cuda")
     variants = [dict(), dict(lepe=False), dict(gate=False), dict(lepe=False, gate=False)]
-    variants += [dict(lepe_impl="channels_last"), dict(lepe_impl="shift")]
+    variants += [dict(lepe_impl="channels_last"), dict(lepe_impl="shift"), dict(lepe_impl="triton")]
     for opts in variants:
         module = NaLaAttention(heads * d, heads, **opts).cuda()
         x = torch.randn(bsz, n, heads * d, device="cuda", requires_grad=True)
