@@ -29,6 +29,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 # splits live on the GPU (data_on_device, the default on a GPU since session 8) and no loader workers run.
 HOST = ["data_on_device=false"]
 RESIDENT = ["data_on_device=true", "num_workers=0"]
+CUDAGRAPHS = ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"]  # compile_mode alone does nothing
 SETTINGS = {
     "baseline": ["trainer.precision=32-true", "model.optim.fused=false", "num_workers=0", *HOST],
     "bf16": ["trainer.precision=bf16-mixed", "model.optim.fused=false", "num_workers=0", *HOST],
@@ -45,8 +46,7 @@ SETTINGS = {
     "fp32+fused_adamw+cudagraphs": [
         "trainer.precision=32-true",
         "num_workers=0",
-        "trainer.compile=true",
-        "trainer.compile_mode=reduce-overhead",
+        *CUDAGRAPHS,
         *HOST,
     ],
     # Session 8 (H200, Pathfinder): 31 / 36 steps/s (softmax / nalaformer) against 25 / 22 eager; batches are all
@@ -54,8 +54,7 @@ SETTINGS = {
     "bf16+fused_adamw+cudagraphs": [
         "trainer.precision=bf16-mixed",
         "num_workers=0",
-        "trainer.compile=true",
-        "trainer.compile_mode=reduce-overhead",
+        *CUDAGRAPHS,
         *HOST,
     ],
     "bf16+fused_adamw+compile+pad256": [
@@ -68,8 +67,7 @@ SETTINGS = {
     "bf16+fused_adamw+cudagraphs+pad256": [
         "trainer.precision=bf16-mixed",
         "num_workers=0",
-        "trainer.compile=true",
-        "trainer.compile_mode=reduce-overhead",
+        *CUDAGRAPHS,
         "task.pad_multiple=256",
         *HOST,
     ],
@@ -77,14 +75,12 @@ SETTINGS = {
     "bf16+fused_adamw+resident": ["trainer.precision=bf16-mixed", *RESIDENT],
     "bf16+fused_adamw+resident+cudagraphs": [
         "trainer.precision=bf16-mixed",
-        "trainer.compile=true",
-        "trainer.compile_mode=reduce-overhead",
+        *CUDAGRAPHS,
         *RESIDENT,
     ],
     "bf16+fused_adamw+resident+cudagraphs+pad256": [
         "trainer.precision=bf16-mixed",
-        "trainer.compile=true",
-        "trainer.compile_mode=reduce-overhead",
+        *CUDAGRAPHS,
         "task.pad_multiple=256",
         *RESIDENT,
     ],
@@ -169,7 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     # time limit keeps the settings it finished, and a setting that fails (say, compile) is a row, not a crash.
     frac = attention_fraction([*args.overrides], top=args.top)
     print(f"attention share of step time: {frac:.1%}", flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.settings.split(","):
