@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import shutil
 import sys
 import time
 import traceback
@@ -27,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lra import LRAError
-from lra.callbacks import ThroughputMonitor, peak_memory_mb
+from lra.callbacks import LearningCurve, ThroughputMonitor, peak_memory_mb
 from lra.data.datamodule import LRADataModule
 from lra.module import LRAClassifier
 from lra.results import append_row, git_commit
@@ -84,7 +86,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         enable_version_counter=False,
     )
     timer = ThroughputMonitor()
-    callbacks: list[L.Callback] = [best, last, timer]
+    curve = LearningCurve(ckpt_dir / "curve.csv")
+    callbacks: list[L.Callback] = [best, last, timer, curve]
     compile_mode = t.pop("compile_mode")
     # Fuses the element-wise work of the whole model; graphs are reused across steps. In place (nn.Module.compile),
     # so parameter names stay those of the eager model: a run cut in one mode resumes in the other.
@@ -136,6 +139,13 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     row["world_size"] = trainer.world_size
     if not trainer.is_global_zero:  # under DDP, rank 0 alone records the run
         return row
+    if curve.path.exists():  # the learning curve goes beside the result rows (results/curves/<run_id>.csv)
+        row["curve"] = f"curves/{row['run_id']}.csv"
+        dest = Path(cfg.results_dir) / row["curve"]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        shutil.copyfile(curve.path, tmp)
+        os.replace(tmp, dest)
     append_row(cfg.results_dir, row)
     resume.unlink(missing_ok=True)  # finished: the same command later starts a fresh run
     log.info(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
+
+from lra.results import append_csv_row
 
 
 class ThroughputMonitor(L.Callback):
@@ -60,6 +64,37 @@ class ThroughputMonitor(L.Callback):
         if self._steady_start is not None:
             self.steady_seconds = now - self._steady_start - (self._val_seconds - self._steady_val)
             self.steady_steps = trainer.global_step - self._steady_from
+
+
+class LearningCurve(L.Callback):
+    """One CSV row per validation: step, validation accuracy and loss, the latest logged training loss and
+    accuracy. The file lives beside the run's checkpoints, so a run cut and resumed on another machine keeps
+    its whole history; a resumed run first drops the rows past its checkpoint (those steps are trained again).
+    Why: a final accuracy alone cannot tell a run that never left chance from one that peaked and declined."""
+
+    KEYS = ("val/acc", "val/loss", "train/loss", "train/acc")
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def on_train_start(self, trainer, pl_module):
+        if trainer.is_global_zero and self.path.exists():
+            import pandas as pd
+
+            table = pd.read_csv(self.path)
+            kept = table[table.step <= trainer.global_step]
+            if len(kept) < len(table):
+                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+                kept.to_csv(tmp, index=False)
+                os.replace(tmp, self.path)
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":
+            return
+        metrics = trainer.callback_metrics
+        row = {"step": trainer.global_step, "epoch": trainer.current_epoch}
+        row.update({key: float(metrics[key]) for key in self.KEYS if key in metrics})
+        append_csv_row(self.path, row)
 
 
 def peak_memory_mb() -> tuple[float, str]:

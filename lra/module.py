@@ -65,8 +65,16 @@ class LRAClassifier(L.LightningModule):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model(ids)
 
+    def evaluate(self, ids: torch.Tensor) -> torch.Tensor:
+        """Logits from the model as written, bypassing ``trainer.compile`` (``nn.Module.compile`` wraps only
+        ``__call__``). Under CUDA graphs every evaluation batch size records graphs of its own in the pool that
+        training's graphs use; a resumed nalaformer run died there on the H200 ("tensors in the cudagraph pool not
+        tracked as outputs", session 9). Evaluation batches are large, so eager costs little."""
+        return self.model.forward(ids)
+
     def training_step(self, batch, batch_idx):
         ids, labels = batch
+        torch.compiler.cudagraph_mark_step_begin()  # each step starts a new CUDA-graph generation
         logits = self(ids)
         loss = F.cross_entropy(logits.float(), labels)
         # Logging two metrics through Lightning every step cost ~2 ms of host time, a quarter of a lite model's
@@ -85,7 +93,7 @@ class LRAClassifier(L.LightningModule):
     # evaluation: a self.log per batch is host time that a small model's evaluation is mostly made of.
     def validation_step(self, batch, batch_idx):
         ids, labels = batch
-        logits = self(ids)
+        logits = self.evaluate(ids)
         self.val_acc.update(logits, labels)
         # One value per example (not a batch mean with a weight: torchmetrics 1.9 drops weights under "disable").
         self.val_loss.update(F.cross_entropy(logits.float(), labels, reduction="none"))
@@ -95,7 +103,7 @@ class LRAClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx):
         ids, labels = batch
-        self.test_acc.update(self(ids), labels)
+        self.test_acc.update(self.evaluate(ids), labels)
 
     def on_test_epoch_end(self) -> None:
         self.log("test/acc", self.test_acc)

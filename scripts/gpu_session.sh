@@ -89,10 +89,18 @@ for stage in $STAGES; do
       while [ "$(jobs -rp | wc -l)" -ge $((ngpu * per)) ]; do sleep 2; done
       left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
       gpu=${gpus[$((i % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu" >"$OUT/logs/$task-$att-$seed.log"
-      ( CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 run.py task=$task attention=$att \
-          seed=$seed experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt \
-          num_workers=${WORKERS:-0} trainer.enable_progress_bar=false ${RUN_EXTRA:-} >>"$OUT/logs/$task-$att-$seed.log" 2>&1
-        rc=$?  # before any $(...) below, which would reset it
+      ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
+          experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
+          trainer.enable_progress_bar=false "${@:2}" >>"$OUT/logs/$task-$att-$seed.log" 2>&1; }
+        # shellcheck disable=SC2086
+        prun "$left" ${RUN_EXTRA:-}; rc=$?  # before any $(...) below, which would reset it
+        # A run that fails under trainer.compile (a CUDA-graph error ended one in session 9) goes on eager from its
+        # last checkpoint, rather than leaving the GPU idle for the rest of the call.
+        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ " ${RUN_EXTRA:-} " == *" trainer.compile=true "* ]] && [ "${RETRY_EAGER:-1}" = 1 ]; then
+          left=$(time_left); echo "== [$(elapsed)s] $spec rc=$rc under compile: again eager" | tee -a "$OUT/logs/$task-$att-$seed.log"
+          # shellcheck disable=SC2086
+          [ "$left" -ge 30 ] && { prun "$left" $(echo " ${RUN_EXTRA:-} " | sed -E 's/ trainer\.compile(_mode)?=[^ ]*//g'); rc=$?; }
+        fi
         echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
       pids+=($!); i=$((i + 1))
     done
@@ -125,11 +133,13 @@ for stage in $STAGES; do
     ;;
   esac
 done
-# Unfinished runs (a finished run deletes its last.ckpt) travel back, best.ckpt with them (the final test uses it).
+# Unfinished runs (a finished run deletes its last.ckpt) travel back, best.ckpt with them (the final test uses it),
+# and their learning curve so far.
 for last in "$CKPT"/*/*/last.ckpt; do
   [ -e "$last" ] || continue
   run_dir=$(dirname "$last"); rel=${run_dir#"$CKPT"/}
   mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
+  cp "$run_dir"/curve.csv "$OUT/ckpt/$rel/" 2>/dev/null  # the learning curve so far travels with it
 done
 # The device tool returns at most 8 files, 16 MiB each, 2 folders deep: everything but this log goes back as one
 # gzipped tar in 15 MiB parts (out.tgz.00, .01, ...). Here: cat out.tgz.* | tar xzf - -C <dest>

@@ -115,6 +115,21 @@ def test_a_run_cut_by_the_deadline_sends_its_checkpoints_back(tmp_path):
     assert [p.name for p in kept] == ["best.ckpt", "last.ckpt"] * 2
     assert {p.parts[1].split("-s0-")[0] for p in kept} == {"listops-softmax", "listops-linear"}
     assert not (out / "runs.jsonl").exists()  # no row for a run that did not finish
+    curves = sorted((out / "ckpt").rglob("curve.csv"))  # and their learning curves so far
+    assert len(curves) == 2 and all(len(c.read_text().splitlines()) > 1 for c in curves)
+
+
+def test_a_run_failing_under_compile_goes_on_eager(tmp_path):
+    """A compiled run that fails (here: a mode torch.compile refuses) is started again without compile."""
+    res, out = session(
+        tmp_path,
+        STAGES="pruns",
+        RUNS="listops:softmax:0",
+        RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3 trainer.compile=true trainer.compile_mode=bogus",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "under compile: again eager" in res.stdout and " rc=0 test_acc=" in res.stdout
+    assert [(r["status"], r.get("compile")) for r in rows(out / "runs.jsonl")] == [("failed", None), ("ok", False)]
 
 
 def test_no_run_left_to_start_does_not_hang(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -195,6 +196,10 @@ def test_resumed_run_reaches_the_same_result(cfg_factory, monkeypatch, tmp_path)
     assert resumed["resumed_from_step"] == 10
     for key in ("final_train_loss", "best_val_acc", "test_acc"):
         assert resumed[key] == straight[key], key
+    # the learning curve too: one row per validation, none repeated by the resumed process
+    curves = [pd.read_csv(tmp_path / d / row["curve"]) for d, row in (("a", straight), ("b", resumed))]
+    assert curves[0].step.tolist() == [5, 10, 15, 20]
+    pd.testing.assert_frame_equal(curves[0], curves[1])
 
 
 def test_compile_mode_reaches_torch_compile(cfg_factory, monkeypatch):
@@ -293,3 +298,27 @@ def test_evaluation_metrics_do_not_check_inputs_each_batch():
     module.val_loss.update(torch.tensor([2.0, 2.0, 2.0]))  # per-example losses of two batches
     module.val_loss.update(torch.tensor([4.0]))
     assert module.val_acc.compute() == pytest.approx(0.5) and module.val_loss.compute() == pytest.approx(2.5)
+
+
+def test_evaluation_runs_the_model_uncompiled(cfg_factory):
+    """Under trainer.compile only training goes through the compiled model: evaluation batches of other sizes
+    would record CUDA graphs of their own beside training's (a resumed nalaformer run died of that on the H200)."""
+    from lra.module import LRAClassifier
+
+    config = OmegaConf.to_container(cfg_factory("experiment=smoke"), resolve=True)
+    module = LRAClassifier.from_config(config, total_steps=10)
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    module.model.compile(backend=counting_backend, dynamic=True)
+    ids, labels = torch.randint(1, 10, (4, 32)), torch.randint(0, config["task"]["num_classes"], (4,))
+    module.eval()
+    module.validation_step((ids, labels), 0)
+    module.test_step((ids, labels), 0)
+    assert graphs == []
+    module.train()
+    module.training_step((ids, labels), 0)
+    assert len(graphs) == 1
