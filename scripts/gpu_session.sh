@@ -43,14 +43,15 @@ for stage in $STAGES; do
       echo "already here (warm machine)"; else
       /usr/bin/time -f "listops wall %e s, cpu %U s" python3 -m lra.data listops --out $DATA --workers "$(nproc)"
     fi
-    # Pathfinder-32 (PF_IMAGES, default 200,000; 0 = none) and Path-X, 128x128 (PX_IMAGES, default 0), both hard.
+    # Pathfinder-32 (PF_IMAGES, default 200,000; 0 = none) and Path-X, 128x128 (PX_IMAGES, default 0), both hard
+    # unless PF_DIFFICULTY names others ("hard easy": also curv_baseline, for a diagnostic run).
     # A partly written set is completed, not redone (the generator skips finished batches).
     for spec in "32:${PF_IMAGES:-200000}" "128:${PX_IMAGES:-0}"; do
       IFS=: read -r res num <<<"$spec"
       [ "$num" = 0 ] && continue
       echo "== [$(elapsed)s] Pathfinder ${res}x$res hard, $num images"
       /usr/bin/time -f "pathfinder$res wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
-        --resolution "$res" --num-images "$num" --workers "$(nproc)" | tail -2
+        --resolution "$res" --num-images "$num" --workers "$(nproc)" --difficulty ${PF_DIFFICULTY:-hard} | tail -2
     done
     ;;
   probe)
