@@ -85,24 +85,27 @@ for stage in $STAGES; do
     read -ra gpus <<<"$(echo "${GPUS:-$(seq -s ' ' 0 $(($(nvidia-smi -L | wc -l) - 1)))}" | tr ',' ' ')"
     ngpu=${#gpus[@]}; per=${PER_GPU:-4}; i=0; pids=(); mkdir -p "$OUT/logs"
     echo "== [$(elapsed)s] parallel runs: GPUs ${gpus[*]} x $per"
+    # A spec may carry overrides of its own after a fourth colon, comma-separated (a diagnostic variant):
+    #   pathfinder:softmax:0:task.path=pathfinder32/curv_baseline,model.optim.lr=1e-3
     for spec in ${RUNS:-}; do
-      IFS=: read -r task att seed <<<"$spec"
+      IFS=: read -r task att seed own <<<"$spec"
       while [ "$(jobs -rp | wc -l)" -ge $((ngpu * per)) ]; do sleep 2; done
       left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
-      gpu=${gpus[$((i % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu" >"$OUT/logs/$task-$att-$seed.log"
+      name=$task-$att-$seed; [ -n "$own" ] && name=$name-$(echo "$own" | md5sum | cut -c1-6)
+      gpu=${gpus[$((i % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu $spec" >"$OUT/logs/$name.log"
       ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
           experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
-          trainer.enable_progress_bar=false "${@:2}" >>"$OUT/logs/$task-$att-$seed.log" 2>&1; }
+          trainer.enable_progress_bar=false "${@:2}" ${own//,/ } >>"$OUT/logs/$name.log" 2>&1; }
         # shellcheck disable=SC2086
         prun "$left" ${RUN_EXTRA:-}; rc=$?  # before any $(...) below, which would reset it
         # A run that fails under trainer.compile (a CUDA-graph error ended one in session 9) goes on eager from its
         # last checkpoint, rather than leaving the GPU idle for the rest of the call.
         if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ " ${RUN_EXTRA:-} " == *" trainer.compile=true "* ]] && [ "${RETRY_EAGER:-1}" = 1 ]; then
-          left=$(time_left); echo "== [$(elapsed)s] $spec rc=$rc under compile: again eager" | tee -a "$OUT/logs/$task-$att-$seed.log"
+          left=$(time_left); echo "== [$(elapsed)s] $spec rc=$rc under compile: again eager" | tee -a "$OUT/logs/$name.log"
           # shellcheck disable=SC2086
           [ "$left" -ge 30 ] && { prun "$left" $(echo " ${RUN_EXTRA:-} " | sed -E 's/ trainer\.compile(_mode)?=[^ ]*//g'); rc=$?; }
         fi
-        echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$task-$att-$seed.log" | tail -1)" ) &
+        echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$name.log" | tail -1)" ) &
       pids+=($!); i=$((i + 1))
     done
     # Never a bare `wait` (nor one with an empty list): it would also wait for the log's `tee`, forever.

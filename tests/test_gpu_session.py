@@ -74,16 +74,23 @@ def test_runs_stay_on_the_gpus_named_in_GPUS(tmp_path):
     res, out = session(
         tmp_path,
         STAGES="pruns",
-        RUNS="listops:softmax:0 listops:linear:0",
+        RUNS="listops:softmax:0 listops:linear:0 listops:linear:0:trainer.max_steps=3,trainer.val_check_interval=3",
         GPUS="1",
         PER_GPU="2",
         RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2",
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "parallel runs: GPUs 1 x 2" in res.stdout
-    for log in (out / "logs").iterdir():
-        assert log.read_text().splitlines()[0] == "CUDA_VISIBLE_DEVICES=1", log.name
-    assert len(rows(out / "runs.jsonl")) == 2
+    logs = sorted((out / "logs").iterdir())
+    assert len(logs) == 3  # the variant has a log of its own
+    for log in logs:
+        assert log.read_text().splitlines()[0].startswith("CUDA_VISIBLE_DEVICES=1 listops:"), log.name
+    # a spec's own overrides (after a fourth colon) win over RUN_EXTRA, for that run only
+    assert sorted((r["attention"], r["steps"]) for r in rows(out / "runs.jsonl")) == [
+        ("linear", 2),
+        ("linear", 3),
+        ("softmax", 2),
+    ]
 
 
 def test_scaling_runs_one_then_two_devices(tmp_path):
