@@ -97,7 +97,9 @@ class Cell:
     def ours(self) -> str:
         if self.mean is None:
             return self.note or MISSING
-        return f"{self.mean:.2f} ± {self.std:.2f} ({self.n})"
+        # one seed has no spread to show: "± 0.00" would read as a measured zero
+        spread = f" ± {self.std:.2f}" if self.n > 1 else ""
+        return f"{self.mean:.2f}{spread} ({self.n})"
 
     def pub(self) -> str:
         return f"{self.published:.2f}" if self.published is not None else (self.published_raw or MISSING)
@@ -226,7 +228,7 @@ def board_latex(board: Board) -> str:
             if cell.mean is None:
                 ours = cell.note or MISSING
             else:
-                ours = f"{cell.mean:.2f}" + (f" ± {cell.std:.2f}" if c != "avg" else "")
+                ours = f"{cell.mean:.2f}" + (f" ± {cell.std:.2f}" if c != "avg" and cell.n > 1 else "")
             cells.append(rf"\textbf{{{tex(ours)}}}" if cell.best else tex(ours))
             if board.referenced:
                 cells.append(tex(cell.pub()))
