@@ -92,10 +92,11 @@ def config(overrides: list[str]):
         return compose(config_name="config", overrides=overrides)
 
 
-def attention_fraction(overrides: list[str], steps: int = 10, top: int = 0) -> float:
+def attention_fraction(overrides: list[str], steps: int = 10, top: int = 0, save: Path | None = None) -> float:
     """Fraction of device (or CPU) time inside the attention modules over ``steps`` training steps (forward,
     backward, fused AdamW). ``top`` > 0 also prints the operators with the most device time and the device time
-    per step beside the wall time per step: equal means GPU-bound, device much less means host-bound."""
+    per step beside the wall time per step: equal means GPU-bound, device much less means host-bound. ``save``
+    keeps those tables in a file too (a session script that shows only the tail of the output lost them once)."""
     from lra.data.datamodule import LRADataModule
     from lra.module import LRAClassifier
 
@@ -140,14 +141,18 @@ def attention_fraction(overrides: list[str], steps: int = 10, top: int = 0) -> f
     total = sum(getattr(e, "self_" + key) for e in kernels)
     attention = sum(getattr(e, key) for e in events if e.key == "attention")
     if top:
-        print(events.table(sort_by="self_" + key, row_limit=top, max_name_column_width=60), flush=True)
+        tables = [events.table(sort_by="self_" + key, row_limit=top, max_name_column_width=60)]
         if device == "cuda":  # and where the host's time goes (launch overhead, syncs show as long CPU calls)
-            print(events.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60), flush=True)
-        print(
+            tables.append(events.table(sort_by="self_cpu_time_total", row_limit=top, max_name_column_width=60))
+        tables.append(
             f"per step: {key.split('_')[0]} time {total / steps / 1e3:.2f} ms, wall {wall / steps * 1e3:.2f} ms "
-            f"(profiled, {steps} steps)",
-            flush=True,
+            f"(profiled, {steps} steps)"
         )
+        text = "\n".join(tables)
+        print(text, flush=True)
+        if save is not None:
+            save.parent.mkdir(parents=True, exist_ok=True)
+            save.write_text(f"{' '.join(overrides)}\n{text}\n")
     return attention / total if total else float("nan")
 
 
@@ -163,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # The attention share first, then one row per setting appended as soon as it is measured: a call cut by its
     # time limit keeps the settings it finished, and a setting that fails (say, compile) is a row, not a crash.
-    frac = attention_fraction([*args.overrides], top=args.top)
+    name = "-".join(o.split("=", 1)[1] for o in args.overrides if o.split("=")[0] in ("task", "attention"))
+    profile = args.out.with_name(f"{args.out.stem}-profile-{name or 'default'}.txt")
+    frac = attention_fraction([*args.overrides], top=args.top, save=profile if args.top else None)
     print(f"attention share of step time: {frac:.1%}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,3 +52,13 @@ def test_rows_join_a_table_with_other_columns_under_the_right_headers(tmp_path):
     rows = pd.read_csv(out)
     assert rows.setting.tolist() == ["old", "new"] and rows.steps.tolist() == [1, 2]
     assert rows.source.iloc[0] == "session 7" and pd.isna(rows.source.iloc[1]) and rows.error.iloc[1] == "x"
+
+
+def test_top_operators_are_kept_in_a_file_beside_the_rows(tmp_path, capsys):
+    out = tmp_path / "tp.csv"
+    args = ["experiment=smoke", "attention=linear", f"data_dir={tmp_path / 'data'}", "--steps", "2", "--out", str(out)]
+    assert throughput.main([*args, "--settings", "baseline", "--top", "5"]) == 0
+    profile = tmp_path / "tp-profile-linear.txt"
+    text = profile.read_text()
+    assert text.startswith("experiment=smoke attention=linear") and "per step: cpu time" in text
+    assert "per step: cpu time" in capsys.readouterr().out
