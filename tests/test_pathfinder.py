@@ -413,3 +413,31 @@ def test_speed_is_printed(capsys):
             + ", ".join(f"{res}x{res}: {r:.0f} images/s" for res, r in rates.items())
         )
     assert all(r > 0 for r in rates.values())
+
+
+# --- diagnostic variants ---------------------------------------------------------------------------------------
+
+
+def test_a_set_variant_is_written_to_its_own_folder_with_the_changed_parameter(tmp_path, capsys):
+    """`--set num_distractor_snakes=0 --name easy-nodistract`: the images carry only the two target snakes (a
+    sanity task for a model that stays at chance), in pathfinder32/easy-nodistract, and the LRA folders are
+    untouched; bad settings are one-line errors."""
+    from lra.data.__main__ import main
+
+    args = ["pathfinder", "--out", str(tmp_path), "--difficulty", "easy", "--num-images", "8", "--workers", "1"]
+    assert main([*args, "--set", "num_distractor_snakes=0", "--name", "easy-nodistract"]) == 0
+    folder = tmp_path / "pathfinder32" / "easy-nodistract"
+    assert len(list((folder / "imgs").rglob("*.png"))) == 8
+    assert not (tmp_path / "pathfinder32" / "curv_baseline").exists()
+    base = pf.PathfinderConfig.lra(32, "easy")
+    ours = pf.generate_batch(pf.replace_settings(base, {"num_distractor_snakes": 0}), 4, truth=True)
+    assert all(len(s.snakes) == 2 for s in ours)  # the targets alone
+    assert len(pf.generate_batch(base, 1, truth=True)[0].snakes) == 2 + base.num_distractor_snakes
+    capsys.readouterr()
+    for bad, message in [
+        (["--set", "num_distractor_snakes=0"], "--name"),
+        (["--set", "bogus=1", "--name", "x"], "FIELD one of"),
+        (["--set", "num_distractor_snakes=many", "--name", "x"], "is not a int"),
+    ]:
+        assert main([*args, *bad]) != 0
+        assert message in capsys.readouterr().err

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import logging
 import math
@@ -1131,14 +1132,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=1_000, help="images per imgs/<batch_id>/ folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="change one generator parameter (a PathfinderConfig field; lists comma-separated), e.g. "
+        "num_distractor_snakes=0; repeatable; needs --name",
+    )
+    parser.add_argument("--name", help="folder of a --set variant under pathfinder<res>/ (run.py: task.path=...)")
+
+
+def replace_settings(cfg: PathfinderConfig, settings: dict, folder: str | None = None) -> PathfinderConfig:
+    """``cfg`` with some fields changed (and, with ``folder``, written to ``pathfinder<res>/<folder>``)."""
+    changed = dataclasses.replace(cfg, **settings, difficulty=folder or cfg.difficulty)
+    changed.validate()
+    return changed
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``["num_distractor_snakes=0", "paddle_margin_list=1,2"]`` -> typed :class:`PathfinderConfig` fields, typed
+    after each field's LRA value, so a diagnostic variant is one command line away."""
+    fields = {f.name: f for f in dataclasses.fields(PathfinderConfig)}
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or key not in fields or key in ("resolution", "difficulty"):
+            known = ", ".join(k for k in fields if k not in ("resolution", "difficulty"))
+            raise LRAError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {known}")
+        default = getattr(PathfinderConfig(), key)
+        try:
+            if isinstance(default, tuple):
+                kind = type(default[0])
+                out[key] = tuple(kind(v) for v in raw.split(","))
+            elif default is None:  # target_separation: a number of pixels, or none for the default
+                out[key] = None if raw.lower() in ("none", "null") else float(raw)
+            else:
+                out[key] = type(default)(raw)
+        except ValueError:
+            raise LRAError(f"--set {item!r}: {raw!r} is not a {type(default).__name__}") from None
+    return out
 
 
 def run_from_args(args: argparse.Namespace) -> list[WriteSummary]:
     names = list(DIFFICULTIES) if "all" in args.difficulty else [canonical_difficulty(d) for d in args.difficulty]
+    settings = parse_settings(getattr(args, "set", []) or [])
+    variant = getattr(args, "name", None)
+    if settings and not variant:
+        raise LRAError("--set makes a variant of the LRA data: name its folder with --name (e.g. --name easy-clear)")
+    if variant and len(names) * len(args.resolution) > 1:
+        raise LRAError("--name names one folder: give one --resolution and one --difficulty with it")
     summaries = []
     for res in args.resolution:
         for name in names:
             cfg = PathfinderConfig.lra(res, name)
+            if variant:
+                cfg = replace_settings(cfg, settings, folder=variant)
             summary = write_dataset(
                 args.out, cfg, args.num_images, args.batch_size, args.seed, args.workers, progress=True
             )
