@@ -130,6 +130,41 @@ def per_kernel(q, k, v, mask, steps: int = 5) -> None:
         print(f"per-kernel N={q.shape[2]} {name[:40]:40s} {ms:8.3f} ms per step", flush=True)
 
 
+def lepe_check() -> bool:
+    """LePE in Triton against ``nn.Conv1d`` on the GPU (output, dx, dweight, dbias), fp32 and bf16, on shapes that
+    cut the blocks unevenly: the interpreter tests on CPU do not run the compiled kernels."""
+    from attention_zoo.nalaformer import depthwise_conv_tokens
+
+    ok = True
+    for (b, n, c, k), dtype, tol in [
+        ((2, 1000, 96, 5), torch.float32, 1e-5),
+        ((3, 4097, 512, 5), torch.float32, 1e-5),
+        ((2, 4097, 512, 7), torch.bfloat16, 1e-2),
+        ((64, 16384, 512, 5), torch.bfloat16, 1e-2),
+    ]:
+        conv = torch.nn.Conv1d(c, c, k, padding=k // 2, groups=c).cuda()
+        x = torch.randn(b, n, c, device="cuda", dtype=dtype)
+        dy = torch.randn(b, n, c, device="cuda", dtype=dtype)
+        outs = []
+        for impl in ("conv1d", "triton"):
+            conv.zero_grad(set_to_none=True)
+            xi = x.clone().requires_grad_(True)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+                y = depthwise_conv_tokens(xi, conv, impl)
+            y.backward(dy.to(y.dtype))
+            outs.append([y.float(), xi.grad.float(), conv.weight.grad.float(), conv.bias.grad.float()])
+        errs = [rel(a, b_) for a, b_ in zip(*outs, strict=True)]
+        good = max(errs) < tol
+        ok &= good
+        print(
+            f"lepe triton vs conv1d {(b, n, c, k)} {str(dtype):14s} rel err y/dx/dw/db "
+            + " ".join(f"{e:.1e}" for e in errs)
+            + f"  (< {tol}: {'PASS' if good else 'FAIL'})",
+            flush=True,
+        )
+    return ok
+
+
 def module_parts(bsz: int, n: int, heads: int, d: int) -> None:
     """The whole NaLa block (projections, LePE, LayerNorm, gate) as the bench measures it, then with LePE and/or the
     gate off: which part of the block outside the kernel costs the time; and LePE in each of its layouts."""
@@ -199,6 +234,7 @@ def main() -> int:
         if args.per_kernel and n == 16384:
             per_kernel(q, k, v, mask)
         if args.module and n == 16384:
+            ok &= lepe_check()
             module_parts(b, n, heads, d)
         if args.tune and n == 16384:
             for block in (32, 64, 128):
