@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         written.append(tables / "efficiency.md")
     if not args.no_figures:
         written += figures.accuracy_vs_speed(runs, bench, figs) + figures.scaling(bench, figs)
-        written += figures.seeds(runs, figs)
+        written += figures.seeds(runs, figs) + figures.curves(runs, args.results, figs)
     print("wrote " + ", ".join(str(w) for w in written if w.exists()))
 
     if args.check_majority:

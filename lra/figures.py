@@ -1,4 +1,5 @@
-"""Figures for the report: accuracy vs speed (LRA Figure 3), time and memory vs length, accuracy per seed.
+"""Figures for the report: accuracy vs speed (LRA Figure 3), time and memory vs length, accuracy per seed,
+learning curves.
 
 Each figure is written as PNG and PDF. Functions return the paths they wrote (none when there is no data).
 """
@@ -113,4 +114,39 @@ def seeds(runs: pd.DataFrame, out: Path) -> list[Path]:
         axes[0][0].set_ylabel("test accuracy (%)")
         fig.suptitle(f"Accuracy per seed, protocol {protocol}")
         paths += _save(fig, out, f"seeds_{_slug(str(protocol))}")
+    return paths
+
+
+def curves(runs: pd.DataFrame, results: Path, out: Path) -> list[Path]:
+    """Validation accuracy against training step, one line per run that left a learning curve
+    (``results/curves/<run_id>.csv``, see ``lra.callbacks.LearningCurve``), one panel per task, grey dashes at the
+    majority class: a final accuracy cannot tell a run that never left chance from one that peaked and fell."""
+    if "curve" not in runs:
+        return []
+    ok = runs[(runs["status"] == "ok") & (runs["data"] == "real") & runs["curve"].notna()]
+    paths = []
+    for protocol, group in ok.groupby("protocol"):
+        tasks = [t for t in (*TASKS, "pathx") if t in set(group["task"])]
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        colours = {a: f"C{i}" for i, a in enumerate(sorted(group["attention"].unique()))}
+        for ax, task in zip(axes[0], tasks, strict=True):
+            seen = set()
+            for row in group[group["task"] == task].itertuples():
+                path = Path(results) / row.curve
+                if not path.exists():
+                    continue
+                curve = pd.read_csv(path)
+                label = None if row.attention in seen else row.attention
+                seen.add(row.attention)
+                ax.plot(curve["step"], curve["val/acc"] * 100, color=colours[row.attention], lw=1, label=label)
+                if pd.notna(row.majority_acc):
+                    ax.axhline(row.majority_acc * 100, color="grey", ls="--", lw=0.8)
+            ax.set_title(task)
+            ax.set_xlabel("training step")
+            ax.grid(alpha=0.3)
+            if seen:
+                ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("validation accuracy (%)")
+        fig.suptitle(f"Learning curves, protocol {protocol} (grey: majority class)")
+        paths += _save(fig, out, f"curves_{_slug(str(protocol))}")
     return paths

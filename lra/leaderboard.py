@@ -35,6 +35,7 @@ RUN_COLUMNS = [
     "status",
     "test_acc",
     "best_val_acc",
+    "curve",
     "majority_acc",
     "device",
     "steps_per_sec",

@@ -176,8 +176,12 @@ def test_corrupt_line_is_skipped_with_a_warning(results, capsys):
 
 
 def test_figures_are_written(results):
+    curve = results / "curves" / "pf.csv"  # a run that left a learning curve gets the curves figure
+    curve.parent.mkdir()
+    pd.DataFrame({"step": [10, 20, 30], "val/acc": [0.5, 0.6, 0.7]}).to_csv(curve, index=False)
+    append_row(results, fixture_row(task="pathfinder", attention="nalaformer", test_acc=0.7, curve="curves/pf.csv"))
     assert run_report(results) == 0
     figs = results / "figures"
-    for stem in ("accuracy_vs_speed_lra_lite", "scaling_train_NVIDIA_H200", "seeds_lra_lite"):
+    for stem in ("accuracy_vs_speed_lra_lite", "scaling_train_NVIDIA_H200", "seeds_lra_lite", "curves_lra_lite"):
         for ext in ("png", "pdf"):
             assert (figs / f"{stem}.{ext}").stat().st_size > 1000, stem
