@@ -13,8 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import shutil
 import sys
 import time
 import traceback
@@ -32,7 +30,7 @@ from lra import LRAError
 from lra.callbacks import LearningCurve, ThroughputMonitor, peak_memory_mb
 from lra.data.datamodule import LRADataModule
 from lra.module import LRAClassifier
-from lra.results import append_row, git_commit
+from lra.results import append_row, git_commit, write_csv
 
 log = logging.getLogger("lra")
 ROOT = Path(__file__).resolve().parent
@@ -140,12 +138,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if not trainer.is_global_zero:  # under DDP, rank 0 alone records the run
         return row
     if curve.path.exists():  # the learning curve goes beside the result rows (results/curves/<run_id>.csv)
+        import pandas as pd  # here, not at start-up: nothing else in a run needs it
+
         row["curve"] = f"curves/{row['run_id']}.csv"
-        dest = Path(cfg.results_dir) / row["curve"]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp")
-        shutil.copyfile(curve.path, tmp)
-        os.replace(tmp, dest)
+        write_csv(Path(cfg.results_dir) / row["curve"], pd.read_csv(curve.path))
     append_row(cfg.results_dir, row)
     resume.unlink(missing_ok=True)  # finished: the same command later starts a fresh run
     log.info(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lra.results import append_csv_row
+from lra.results import append_csv_row, write_csv
 
 
 class ThroughputMonitor(L.Callback):
@@ -84,9 +83,7 @@ class LearningCurve(L.Callback):
             table = pd.read_csv(self.path)
             kept = table[table.step <= trainer.global_step]
             if len(kept) < len(table):
-                tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-                kept.to_csv(tmp, index=False)
-                os.replace(tmp, self.path)
+                write_csv(self.path, kept)
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero or trainer.state.fn != "fit":

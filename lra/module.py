@@ -67,14 +67,15 @@ class LRAClassifier(L.LightningModule):
 
     def evaluate(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits from the model as written, bypassing ``trainer.compile`` (``nn.Module.compile`` wraps only
-        ``__call__``). Under CUDA graphs every evaluation batch size records graphs of its own in the pool that
-        training's graphs use; a resumed nalaformer run died there on the H200 ("tensors in the cudagraph pool not
-        tracked as outputs", session 9). Evaluation batches are large, so eager costs little."""
+        ``__call__``). Under CUDA graphs every evaluation batch size (and the last, smaller batch) would record
+        graphs of its own, in the memory pool that training's graphs use; evaluation batches are large, so eager
+        costs little. (Not the cure for the CUDA-graph error of resumed nalaformer runs, session 9: that one
+        persisted; docs/training-throughput.md.)"""
         return self.model.forward(ids)
 
     def training_step(self, batch, batch_idx):
         ids, labels = batch
-        torch.compiler.cudagraph_mark_step_begin()  # each step starts a new CUDA-graph generation
+        torch.compiler.cudagraph_mark_step_begin()  # each step a new CUDA-graph generation (no-op when eager)
         logits = self(ids)
         loss = F.cross_entropy(logits.float(), labels)
         # Logging two metrics through Lightning every step cost ~2 ms of host time, a quarter of a lite model's

@@ -72,10 +72,16 @@ def append_csv_row(path: str | Path, row: dict[str, Any]) -> Path:
     import pandas as pd
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame([row])
     if path.exists():
         table = pd.concat([pd.read_csv(path), table], ignore_index=True)
+    return write_csv(path, table)
+
+
+def write_csv(path: str | Path, table) -> Path:
+    """Write a pandas table to ``path`` atomically: a crash leaves the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     table.to_csv(tmp, index=False)
     os.replace(tmp, path)
