@@ -42,6 +42,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     task = config["task"]
     row = base_row(config, overrides or [])
     check_config(config)
+    log.info("run %s (checkpoints in %s)", row["run_id"], Path(cfg.checkpoint_dir) / row["run_id"])
     L.seed_everything(cfg.seed, workers=True)
 
     # data

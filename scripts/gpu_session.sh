@@ -49,7 +49,7 @@ for stage in $STAGES; do
     for spec in "32:${PF_IMAGES:-200000}" "128:${PX_IMAGES:-0}"; do
       IFS=: read -r res num <<<"$spec"
       [ "$num" = 0 ] && continue
-      echo "== [$(elapsed)s] Pathfinder ${res}x$res hard, $num images"
+      echo "== [$(elapsed)s] Pathfinder ${res}x$res ${PF_DIFFICULTY:-hard}, $num images"
       /usr/bin/time -f "pathfinder$res wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
         --resolution "$res" --num-images "$num" --workers "$(nproc)" --difficulty ${PF_DIFFICULTY:-hard} | tail -2
     done

@@ -1151,8 +1151,8 @@ def replace_settings(cfg: PathfinderConfig, settings: dict, folder: str | None =
 
 
 def parse_settings(items: list[str]) -> dict[str, object]:
-    """``["num_distractor_snakes=0", "paddle_margin_list=1,2"]`` -> typed :class:`PathfinderConfig` fields, typed
-    after each field's LRA value, so a diagnostic variant is one command line away."""
+    """``["num_distractor_snakes=0", "paddle_margin_list=1,2"]`` -> :class:`PathfinderConfig` fields, each typed
+    after the field's default, so a diagnostic variant is one command line away."""
     fields = {f.name: f for f in dataclasses.fields(PathfinderConfig)}
     out: dict[str, object] = {}
     for item in items:
