@@ -159,6 +159,7 @@ POSITIVE_INTS = {
 OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer": ("limit_val_batches",)}  # or null
 RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
 RESULT_NEUTRAL_TRAINER_KEYS = ("compile", "compile_mode", "enable_progress_bar", "progress_refresh")
+RESULT_NEUTRAL_ATTENTION_KEYS = ("lepe_impl",)  # the layout of the same convolution (tested equal to nn.Conv1d)
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -189,6 +190,7 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     identity["task"] = {k: v for k, v in config["task"].items() if k not in RESULT_NEUTRAL_TASK_KEYS}
     # Nor do compilation (the same model, fused; rounding differs as it does between GPU runs) and the progress bar.
     identity["trainer"] = {k: v for k, v in config["trainer"].items() if k not in RESULT_NEUTRAL_TRAINER_KEYS}
+    identity["attention"] = {k: v for k, v in config["attention"].items() if k not in RESULT_NEUTRAL_ATTENTION_KEYS}
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     task, attention = config["task"]["name"], config["attention"].get("_target_") or config["attention"]["name"]
     return {

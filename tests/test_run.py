@@ -174,6 +174,14 @@ def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_
     other = OmegaConf.to_container(cfg_factory("experiment=smoke", "task.batch_size=8"), resolve=True)
     run_id = run.base_row(config, [])["run_id"]
     assert run.base_row(same, [])["run_id"] == run_id != run.base_row(other, [])["run_id"]
+    # the LePE layout of nalaformer too (the same convolution); its other options change the run
+    nala = [
+        run.base_row(
+            OmegaConf.to_container(cfg_factory("experiment=smoke", "attention=nalaformer", *o), resolve=True), []
+        )
+        for o in ([], ["attention.lepe_impl=auto"], ["attention.lepe_kernel=3"])
+    ]
+    assert nala[0]["run_id"] == nala[1]["run_id"] != nala[2]["run_id"]
 
 
 @pytest.mark.parametrize("attention", available())

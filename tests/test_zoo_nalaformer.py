@@ -139,7 +139,7 @@ def test_ablation_switches_change_the_output(switch):
         assert off.lepe is None and sum(p.numel() for p in off.parameters()) < sum(p.numel() for p in on.parameters())
 
 
-@pytest.mark.parametrize("impl", ["channels_last", "shift"])
+@pytest.mark.parametrize("impl", ["channels_last", "shift", "auto"])
 def test_lepe_layouts_match_the_conv1d_layer(impl):
     """The two (B, N, C)-layout LePE paths give the released Conv1d's output and gradients (v, weight, bias),
     including at the sequence ends, where 'same' padding adds zeros; the block's output is the same too."""
