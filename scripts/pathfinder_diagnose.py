@@ -51,13 +51,41 @@ def split_accuracy(model, ids: np.ndarray, labels: np.ndarray, batch: int = 256)
     return correct / len(labels)
 
 
+def plot_curves(folder: Path, out: Path) -> None:
+    """Validation (solid) and training-batch (dotted) accuracy of every curve CSV in ``folder``, one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, path in enumerate(sorted(folder.glob("*.csv"))):
+        curve = pd.read_csv(path)
+        ax.plot(curve["step"], curve["val/acc"] * 100, color=f"C{i % 10}", lw=1.2, label=path.stem)
+        if "train/acc" in curve:
+            ax.plot(curve["step"], curve["train/acc"] * 100, color=f"C{i % 10}", lw=0.6, ls=":")
+    ax.axhline(50, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("accuracy (%): validation solid, training batch dotted")
+    ax.legend(fontsize=6, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=130, bbox_inches="tight")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, nargs="?")
+    p.add_argument("--curves", type=Path, help="plot the curve CSVs of this folder to <folder>/curves.png instead")
     p.add_argument("--data", type=Path, help="the difficulty folder the run trained on (skip to check positions only)")
     p.add_argument("--examples", type=int, default=1536, help="per split")
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
+    if args.curves is not None:
+        plot_curves(args.curves, args.curves / "curves.png")
+        return 0
+    if args.checkpoint is None:
+        p.error("give a checkpoint, or --curves FOLDER")
     from lra.module import LRAClassifier
 
     model = LRAClassifier.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()

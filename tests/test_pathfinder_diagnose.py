@@ -22,3 +22,12 @@ def test_smooth_positions_score_high_and_random_ones_near_zero():
     assert s["horizontal"] > 0.5 and s["vertical"] > 0.5 and abs(s["random"]) < 0.15
     r = diagnose.position_structure(torch.randn(1024, 64) * 0.02)
     assert all(abs(v) < 0.05 for v in r.values())
+
+
+def test_curves_folder_becomes_one_figure(tmp_path):
+    import pandas as pd
+
+    for name in ("a", "b"):
+        pd.DataFrame({"step": [1, 2], "val/acc": [0.5, 0.6], "train/acc": [0.5, 0.7]}).to_csv(tmp_path / f"{name}.csv")
+    assert diagnose.main(["--curves", str(tmp_path)]) == 0
+    assert (tmp_path / "curves.png").stat().st_size > 1000
