@@ -373,3 +373,17 @@ def test_cache_fingerprint_names_files_by_their_path_below_the_root(tmp_path):
     assert before == h.hexdigest()
     (tmp_path / "imgs/1/y.png").write_text("changed")
     assert fingerprint(tmp_path) != before
+
+
+def test_pixel_levels_quantise_ink_and_keep_padding():
+    """task.pixel_levels (a Pathfinder diagnostic): pixels 1..255 fall into 1..levels in order, 0 stays padding
+    (or becomes token 1 with mask_pixel_zero off); a bad value is a one-line error; absent, nothing changes."""
+    from lra.data.tasks import pixel_tokens
+
+    pixels = np.array([[0, 1, 63, 64, 127, 128, 255]], dtype=np.uint8)
+    assert pixel_tokens(pixels, {}).tolist() == pixels.tolist()
+    assert pixel_tokens(pixels, {"pixel_levels": 4}).tolist() == [[0, 1, 1, 2, 2, 3, 4]]
+    assert pixel_tokens(pixels, {"pixel_levels": 4, "mask_pixel_zero": False}).tolist() == [[1, 2, 2, 3, 3, 4, 5]]
+    assert pixel_tokens(pixels, {"pixel_levels": 1}).tolist() == [[0, 1, 1, 1, 1, 1, 1]]
+    with pytest.raises(LRAError, match="task.pixel_levels=0"):
+        pixel_tokens(pixels, {"pixel_levels": 0})

@@ -82,7 +82,7 @@ def load_splits(
 
 
 # The task keys that change the tokenised arrays (and so the cache key).
-DATA_KEYS = ("name", "path", "max_len", "seq_len", "mask_pixel_zero", "split_seed")
+DATA_KEYS = ("name", "path", "max_len", "seq_len", "mask_pixel_zero", "split_seed", "pixel_levels")
 
 
 def compact(ids: np.ndarray) -> np.ndarray:
@@ -95,6 +95,13 @@ def pixel_tokens(pixels: np.ndarray, task: dict[str, Any]) -> np.ndarray:
     """Pixel value = token id with 0 as padding (LRA and NYS/SKY mask black pixels), or value + 1 when
     ``mask_pixel_zero`` is false so that black pixels are real tokens."""
     pixels = np.asarray(pixels).astype(np.uint16, copy=False)  # uint16: Path-X as int64 would take 26 GB
+    levels = task.get("pixel_levels")  # a diagnostic, off unless given (`+task.pixel_levels=4`)
+    if levels is not None:
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 255:
+            raise LRAError(f"task.pixel_levels={levels!r}: expected an integer 1..255 (or leave it out)")
+        # Why: Lanczos-rendered strokes spread over ~190 intensities, each its own learned embedding. Quantised,
+        # ink of every brightness shares a few tokens: 1..levels for pixels 1..255, 0 stays padding.
+        pixels = np.where(pixels == 0, 0, 1 + (pixels.astype(np.uint32) * levels) // 256).astype(np.uint16)
     return pixels if task.get("mask_pixel_zero", True) else pixels + 1
 
 
