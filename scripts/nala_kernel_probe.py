@@ -50,15 +50,15 @@ def check(shapes) -> bool:
         ref = nala_linear(*nala_feature_maps(q64, k64), v64, mask)
         ref.backward(g.double())
         errs = [rel(out, ref)] + [rel(a.grad, b.grad) for a, b in zip((q, k, v), (q64, k64, v64), strict=True)]
-        good = max(errs) < tol
-        ok &= good
-        print(
-            f"check {str((bsz, heads, n, d)):22s} {str(dtype):15s} rel err out/dq/dk/dv "
-            + " ".join(f"{e:.1e}" for e in errs)
-            + f"  (< {tol:g}: {'PASS' if good else 'FAIL'})",
-            flush=True,
-        )
+        ok &= verdict(f"check {str((bsz, heads, n, d)):22s} {str(dtype):15s} rel err out/dq/dk/dv", errs, tol)
     return ok
+
+
+def verdict(label: str, errs: list[float], tol: float) -> bool:
+    """Print the relative errors and whether all are under ``tol``; return that."""
+    good = max(errs) < tol
+    print(f"{label} {' '.join(f'{e:.1e}' for e in errs)}  (< {tol:g}: {'PASS' if good else 'FAIL'})", flush=True)
+    return good
 
 
 def timed(fn, q, k, v, mask, train=True, repeats=10):
@@ -154,14 +154,7 @@ def lepe_check() -> bool:
             y.backward(dy.to(y.dtype))
             outs.append([y.float(), xi.grad.float(), conv.weight.grad.float(), conv.bias.grad.float()])
         errs = [rel(a, b_) for a, b_ in zip(*outs, strict=True)]
-        good = max(errs) < tol
-        ok &= good
-        print(
-            f"lepe triton vs conv1d {(b, n, c, k)} {str(dtype):14s} rel err y/dx/dw/db "
-            + " ".join(f"{e:.1e}" for e in errs)
-            + f"  (< {tol}: {'PASS' if good else 'FAIL'})",
-            flush=True,
-        )
+        ok &= verdict(f"lepe triton vs conv1d {(b, n, c, k)} {str(dtype):14s} rel err y/dx/dw/db", errs, tol)
     return ok
 
 
