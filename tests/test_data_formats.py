@@ -387,3 +387,17 @@ def test_pixel_levels_quantise_ink_and_keep_padding():
     assert pixel_tokens(pixels, {"pixel_levels": 1}).tolist() == [[0, 1, 1, 1, 1, 1, 1]]
     with pytest.raises(LRAError, match="task.pixel_levels=0"):
         pixel_tokens(pixels, {"pixel_levels": 0})
+
+
+def test_bucket_by_length_off_draws_batches_at_random(cfg_factory):
+    """`+task.bucket_by_length=false`: training batches are random draws (as NYS's sampler), not groups of
+    similar length; every example still comes once per epoch."""
+    spreads = {}
+    for bucket in (True, False):
+        cfg = cfg_factory("experiment=smoke", f"+task.bucket_by_length={str(bucket).lower()}")
+        dm = LRADataModule(dict(cfg.task), cfg.data_dir, 8, cache_dir=cfg.cache_dir)
+        lengths = valid_lengths(dm.prepare()["train"].ids)
+        batches = list(dm.train_dataloader().sampler)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        spreads[bucket] = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    assert spreads[True] < 0.5 * spreads[False]
