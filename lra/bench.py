@@ -71,12 +71,10 @@ import importlib
 import importlib.util
 import inspect
 import math
-import os
 import re
 import shlex
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -91,7 +89,7 @@ import torch.nn.functional as F
 import attention_zoo
 from attention_zoo import build_attention, default_config
 from lra.leaderboard import BENCH_COLUMNS
-from lra.results import git_commit
+from lra.results import git_commit, write_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "results" / "bench"
@@ -423,17 +421,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
         old = old[[_key(r) not in replaced for _, r in old.iterrows()]]
         columns = COLUMNS + [c for c in old.columns if c not in COLUMNS]
         new = pd.concat([old.reindex(columns=columns), new.reindex(columns=columns)], ignore_index=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            new.to_csv(f, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_csv(path, new)
 
 
 # --- the printed table ------------------------------------------------------------------------------------------

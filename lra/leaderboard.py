@@ -8,7 +8,9 @@ Efficiency: LRA Table 2's layout (steps/s and peak memory, each relative to soft
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +47,40 @@ RUN_COLUMNS = [
 ]
 
 
+@lru_cache(maxsize=1)
+def standard_paths() -> dict[str, str]:
+    """Each task's data folder as its config names it (conf/task/<task>.yaml)."""
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "task"
+    return {p.stem: str(OmegaConf.load(p).get("path")) for p in sorted(conf.glob("*.yaml"))}
+
+
+def data_variant(row: dict) -> str | None:
+    """What makes a run's data other than the benchmark's (another Pathfinder difficulty or generator variant,
+    quantised pixels), or None. Such a run is a diagnostic: beside the published number it would mislead."""
+    task = (row.get("config") or {}).get("task") or {}
+    changes = []
+    standard = standard_paths().get(str(row.get("task")))
+    if standard and task.get("path") not in (None, standard):
+        changes.append(f"task.path={task['path']}")
+    if task.get("pixel_levels") is not None:
+        changes.append(f"task.pixel_levels={task['pixel_levels']}")
+    return ", ".join(changes) or None
+
+
 def load_runs(path: Path) -> pd.DataFrame:
-    rows = read_rows(path)
-    return pd.DataFrame([{c: r.get(c) for c in RUN_COLUMNS} for r in rows], columns=RUN_COLUMNS)
+    """Run rows as a table; rows on variant data are left out, with a warning that names them."""
+    rows = []
+    for r in read_rows(path):
+        variant = data_variant(r)
+        if variant:
+            warnings.warn(
+                f"left out of the tables: {r.get('run_id')} ({variant}), not the benchmark's data", stacklevel=2
+            )
+            continue
+        rows.append({c: r.get(c) for c in RUN_COLUMNS})
+    return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
 def load_published(folder: Path) -> pd.DataFrame:

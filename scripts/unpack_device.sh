@@ -2,6 +2,7 @@
 # Unpacks what scripts/gpu_session.sh sent back through the device tool (session.log + out.tgz.NN parts) into DEST.
 # With CKPT_DEST, unfinished runs' checkpoints move there (checkpoints/device: carry it, and the runs resume).
 #   bash scripts/unpack_device.sh /work/.device/N results/device_logs/session_7_call1 [checkpoints/device]
+# Then scripts/merge_device.py on DEST brings its rows, curves, benchmark and throughput rows into results/.
 set -euo pipefail
 src=$1; dest=$2; ckpt_dest=${3:-}
 mkdir -p "$dest"

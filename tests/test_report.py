@@ -185,3 +185,22 @@ def test_figures_are_written(results):
     for stem in ("accuracy_vs_speed_lra_lite", "scaling_train_NVIDIA_H200", "seeds_lra_lite", "curves_lra_lite"):
         for ext in ("png", "pdf"):
             assert (figs / f"{stem}.{ext}").stat().st_size > 1000, stem
+
+
+def test_runs_on_variant_data_stay_out_of_the_tables(results, capsys):
+    """An easy-difficulty or quantised-pixel Pathfinder run is a diagnostic: beside the published (hard) number it
+    would mislead, so the report leaves it out and says so."""
+    easy = {"task": {"path": "pathfinder32/curv_baseline"}}
+    quantised = {"task": {"path": "pathfinder32/curv_contour_length_14", "pixel_levels": 4}}
+    standard = {"task": {"path": "pathfinder32/curv_contour_length_14"}}
+    for run_id, config, acc in (("easy", easy, 0.99), ("quant", quantised, 0.98), ("std", standard, 0.61)):
+        append_row(
+            results, fixture_row(task="pathfinder", attention="linear", run_id=run_id, config=config, test_acc=acc)
+        )
+    assert run_report(results, "--no-figures") == 0
+    err = capsys.readouterr().err
+    assert "left out of the tables: easy (task.path=pathfinder32/curv_baseline)" in err
+    assert "left out of the tables: quant (task.pixel_levels=4)" in err
+    md = (results / "tables" / "leaderboard.md").read_text()
+    linear = next(line for line in md.splitlines() if line.startswith("| linear |"))
+    assert "61.00 (1)" in linear and "99.00" not in md and "98.00" not in md
