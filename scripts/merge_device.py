@@ -14,7 +14,6 @@ the same key already in results/bench/<device>.csv. Throughput rows: appended wi
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from lra.bench import _key, write_rows  # noqa: E402
 from lra.leaderboard import data_variant  # noqa: E402
-from lra.results import RUNS_FILE, append_csv_row, append_row, read_rows  # noqa: E402
+from lra.results import RUNS_FILE, append_csv_row, append_row, read_rows, write_csv  # noqa: E402
 
 
 def merge_runs(src: Path, results: Path) -> int:
@@ -40,9 +39,8 @@ def merge_runs(src: Path, results: Path) -> int:
                 print(f"not merged: {row.get('run_id')} ({variant})")
                 continue
             curve = row.get("curve")
-            if curve and (path.parent / curve).exists():
-                (results / curve).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path.parent / curve, results / curve)
+            if curve and (path.parent / curve).exists():  # atomically, as run.py writes it
+                write_csv(results / curve, pd.read_csv(path.parent / curve))
             append_row(results, row)
             done.add((row.get("run_id"), row.get("time")))
             added += 1
