@@ -53,6 +53,15 @@ for stage in $STAGES; do
       /usr/bin/time -f "pathfinder$res wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
         --resolution "$res" --num-images "$num" --workers "$(nproc)" --difficulty ${PF_DIFFICULTY:-hard} | tail -2
     done
+    # Generator variants at 32x32 for diagnostics, PF_VARIANTS="DIFFICULTY:NAME:FIELD=V;FIELD=V ..." (written to
+    # pathfinder32/NAME, run with task.path=pathfinder32/NAME), e.g. "easy:easy-nodistract:num_distractor_snakes=0".
+    for spec in ${PF_VARIANTS:-}; do
+      IFS=: read -r diff name sets <<<"$spec"
+      echo "== [$(elapsed)s] Pathfinder 32x32 variant $name ($diff, $sets), ${PF_IMAGES:-200000} images"
+      # shellcheck disable=SC2046
+      python3 -m lra.data pathfinder --out $DATA --resolution 32 --num-images "${PF_IMAGES:-200000}" \
+        --workers "$(nproc)" --difficulty "$diff" --name "$name" $(for s in ${sets//;/ }; do echo "--set $s"; done) | tail -2
+    done
     ;;
   probe)
     echo "== [$(elapsed)s] NaLa kernel probe (correctness on the GPU, then speed)"

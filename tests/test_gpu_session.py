@@ -151,3 +151,20 @@ def test_gen_writes_pathfinder_and_pathx_and_skips_listops_on_request(tmp_path):
     for res_dir, num in (("pathfinder32", 12), ("pathfinder128", 4)):
         images = list((tmp_path / "data" / res_dir / "curv_contour_length_14" / "imgs").rglob("*.png"))
         assert len(images) == num, res_dir
+
+
+def test_gen_writes_generator_variants_under_their_names(tmp_path):
+    res, _ = session(
+        tmp_path,
+        timeout=300,
+        STAGES="gen",
+        LISTOPS="0",
+        PF_IMAGES="6",
+        PF_VARIANTS="easy:easy-nodistract:num_distractor_snakes=0;distractor_length=1",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    variant = tmp_path / "data" / "pathfinder32" / "easy-nodistract"
+    assert len(list((variant / "imgs").rglob("*.png"))) == 6
+    # Both settings reached the generator: the metadata records distractor_length (field 7; the preset has 2).
+    lines = [line.split() for f in (variant / "metadata").iterdir() for line in f.read_text().splitlines()]
+    assert len(lines) == 6 and {line[6] for line in lines} == {"1"}
