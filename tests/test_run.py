@@ -179,7 +179,7 @@ def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_
         run.base_row(
             OmegaConf.to_container(cfg_factory("experiment=smoke", "attention=nalaformer", *o), resolve=True), []
         )
-        for o in ([], ["attention.lepe_impl=auto"], ["attention.lepe_kernel=3"])
+        for o in ([], ["attention.lepe_impl=conv1d"], ["attention.lepe_kernel=3"])
     ]
     assert nala[0]["run_id"] == nala[1]["run_id"] != nala[2]["run_id"]
 
