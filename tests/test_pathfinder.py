@@ -432,7 +432,8 @@ def test_a_set_variant_is_written_to_its_own_folder_with_the_changed_parameter(t
     base = pf.PathfinderConfig.lra(32, "easy")
     ours = pf.generate_batch(pf.replace_settings(base, {"num_distractor_snakes": 0}), 4, truth=True)
     assert all(len(s.snakes) == 2 for s in ours)  # the targets alone
-    assert len(pf.generate_batch(base, 1, truth=True)[0].snakes) == 2 + base.num_distractor_snakes
+    uniform = pf.replace_settings(base, {"seed_angle_window": None})  # every distractor placed
+    assert len(pf.generate_batch(uniform, 1, truth=True)[0].snakes) == 2 + base.num_distractor_snakes
     capsys.readouterr()
     for bad, message in [
         (["--set", "num_distractor_snakes=0"], "--name"),
@@ -441,3 +442,34 @@ def test_a_set_variant_is_written_to_its_own_folder_with_the_changed_parameter(t
     ]:
         assert main([*args, *bad]) != 0
         assert message in capsys.readouterr().err
+
+
+def test_seed_angle_window_reproduces_the_reference_distractor_count_and_seed_direction():
+    """The reference's cv2.dilate border makes a first paddle possible only for directions in a ~30 degree window:
+    target snake 0 always starts up-left and only ~1 in 3 easy distractors gets placed (3.2 of 10 on a port of the
+    reference). With a uniform direction (`None`) nearly every distractor is placed and snake 0 points anywhere."""
+    base = pf.PathfinderConfig.lra(32, "easy")
+    assert base.seed_angle_window == (-150, -121)
+    counts = {}
+    for window in (base.seed_angle_window, None):
+        batch = pf.generate_batch(pf.replace_settings(base, {"seed_angle_window": window}), 200, seed=5, truth=True)
+        counts[window] = np.mean([len(s.snakes) - 2 for s in batch])
+        first = np.array([s.segments[0][0] for s in batch])  # snake 0's first paddle: y0, x0, y1, x1
+        angle = np.degrees(np.arctan2(first[:, 2] - first[:, 0], first[:, 3] - first[:, 1]))
+        step = 360 / pf._tables(base, 1).K  # directions are quantised to the table's K
+        inside = (angle >= -150 - step / 2 - 1e-6) & (angle <= -121 + step / 2 + 1e-6)
+        assert inside.all() if window else inside.mean() < 0.3
+    assert counts[None] > base.num_distractor_snakes - 0.1  # nearly all
+    assert 2.0 < counts[base.seed_angle_window] < 4.5
+    assert pf.parse_settings(["seed_angle_window=none"]) == {"seed_angle_window": None}
+    assert pf.parse_settings(["seed_angle_window=-100,-80"]) == {"seed_angle_window": (-100, -80)}
+    with pytest.raises(LRAError, match="seed_angle_window"):
+        pf.replace_settings(base, {"seed_angle_window": (10, -10)})
+
+
+def test_patches_are_rounded_to_8_bits_as_the_reference_imresize():
+    tab = pf._tables(pf.PathfinderConfig.lra(32, "easy"), 1)
+    for patch in (tab.patches, tab.markers):
+        assert patch.min() >= 0 and patch.max() <= 1
+        np.testing.assert_allclose(patch * 255, np.rint(patch * 255), atol=1e-3)
+        assert ((patch > 0) & (patch < 0.5 / 255)).sum() == 0

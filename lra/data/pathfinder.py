@@ -97,6 +97,7 @@ _LRA = {
         snake_contrast_list=(2.0,),
         paddle_contrast_list=(0.75,),
         distractor_numerator=20,
+        seed_angle_window=(-150, -121),  # the reference's border effect (PathfinderConfig docstring)
     ),
     64: dict(
         padding=1,
@@ -158,6 +159,16 @@ class PathfinderConfig:
     for a distractor's first paddle), ``max_backtracks`` and ``backtrack_paddles`` (0 = restart a stuck pair from
     scratch, as the reference does) and ``max_target_attempts`` (the reference retries forever; we stop with an
     error when that many pairs in a row fail).
+
+    ``seed_angle_window`` (degrees, inclusive, ``atan2(row, col)`` of a first paddle's direction) reproduces a side
+    effect of the reference that shapes the released images: its ``cv2.dilate`` fills the border with -DBL_MAX,
+    and with the off-centre seed kernel ``seed_snake`` finds no free pixel at all unless the drawn direction
+    (an integer degree, uniform) lies in this window; it then gives up at once. So target snake 0 always starts
+    inside the window, and a distractor snake is placed on only ~1 in 12 tries (5 tries each): at 32 px the
+    reference places ~3.2 of 10 easy and ~1.25 of 5 hard distractors (0 in 22% of hard images), where a uniform
+    direction places nearly all. Measured on a line-by-line port of snakes.py/snakes2.py (session 10, issue 8);
+    window (-150, -121) at the 32 px settings; ``None`` = uniform directions (the other resolutions' windows
+    are not worked out yet).
     """
 
     resolution: int = 32
@@ -178,6 +189,7 @@ class PathfinderConfig:
     max_distractor_contour_retrial: int = 4
     target_separation: float | None = None
     seed_trials: int = 32
+    seed_angle_window: tuple[int, int] | None = None
     max_backtracks: int = 20
     backtrack_paddles: int = 2
     max_target_attempts: int = 200_000
@@ -221,6 +233,9 @@ class PathfinderConfig:
             bad.append(f"continuity={self.continuity} (must be > 0)")
         if self.seed_trials < 1 or self.max_backtracks < 0 or self.backtrack_paddles < 1:
             bad.append("seed_trials and backtrack_paddles must be >= 1, max_backtracks >= 0")
+        w = self.seed_angle_window
+        if w is not None and (len(w) != 2 or not -180 <= w[0] <= w[1] < 180):
+            bad.append(f"seed_angle_window={w} (two integer degrees lo <= hi in -180..179, or None)")
         if 2 * self.contour_length + self.num_distractor_snakes * self.distractor_length + 1 > 255:
             bad.append("more than 254 paddles per image (the occupancy counters are 8-bit)")
         if 2 * self.padding >= self.resolution:
@@ -243,8 +258,11 @@ class PathfinderConfig:
 
 
 def _lanczos_down(hi: np.ndarray, size: int) -> np.ndarray:
+    """Reduced with Lanczos, then rounded to 8 bits, as the reference's ``scipy.misc.imresize`` returns each
+    paddle and marker patch as uint8: the faint ringing below 0.5/255 becomes background (0), which matters
+    because pixel value 0 is the padding mask (~2x as many faint pixels per image without the rounding)."""
     small = Image.fromarray(hi.astype(np.float32), mode="F").resize((size, size), Image.Resampling.LANCZOS)
-    return np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0)
+    return np.rint(np.clip(np.asarray(small, dtype=np.float32), 0.0, 1.0) * 255) / np.float32(255)
 
 
 def _segment_distance(py: np.ndarray, px: np.ndarray, a: tuple[float, float], b: tuple[float, float]) -> np.ndarray:
@@ -468,6 +486,11 @@ class _Targets:
     grid: np.ndarray  # (n * cells,) occupancy after the two snakes
 
 
+def _direction_of(tab: _Tables, degrees: np.ndarray) -> np.ndarray:
+    """Index of the table direction nearest to each angle (degrees, ``atan2(row, col)``)."""
+    return np.rint(np.mod(degrees, 360) * tab.K / 360).astype(np.int64) % tab.K
+
+
 def _target_pairs(cfg: PathfinderConfig, tab: _Tables, rng: np.random.Generator, want: int) -> _Targets:
     """``want`` pairs of target snakes. As in the reference, the two snakes grow paddle by paddle, alternately
     (the shorter one next). On a dead end the reference starts the pair again from scratch; with
@@ -490,7 +513,10 @@ def _target_pairs(cfg: PathfinderConfig, tab: _Tables, rng: np.random.Generator,
         length = np.zeros((N, 2), dtype=np.int64)
         budget = np.full(N, cfg.max_backtracks)
         ty, tx = lo + rng.random(N) * (hi - lo), lo + rng.random(N) * (hi - lo)
-        j = (rng.random(N) * K).astype(np.int64)
+        if cfg.seed_angle_window is None:
+            j = (rng.random(N) * K).astype(np.int64)
+        else:  # the reference retries the pair until snake 0's first direction falls in the window
+            j = _direction_of(tab, rng.integers(cfg.seed_angle_window[0], cfg.seed_angle_window[1] + 1, N))
         qy, qx = tab.lattice(ty, tx, j)
         lanes = np.flatnonzero(_free(tab, G, base, qy, qx, j, 0))
         hist[:, lanes, 0, 0] = qy[lanes], qx[lanes], j[lanes]
@@ -562,10 +588,16 @@ def _distractors(
             if pending.size == 0:
                 break
             P = pending.size
-            js = (rng.random((P, T)) * K).astype(np.int64)
+            if cfg.seed_angle_window is None:
+                js = (rng.random((P, T)) * K).astype(np.int64)
+                in_window = np.ones(P, dtype=bool)
+            else:  # one direction per try, as the reference; outside the window the try fails
+                deg = rng.integers(-180, 180, P)
+                in_window = (deg >= cfg.seed_angle_window[0]) & (deg <= cfg.seed_angle_window[1])
+                js = np.repeat(_direction_of(tab, deg)[:, None], T, axis=1)
             qy, qx = tab.lattice(lo + rng.random((P, T)) * span, lo + rng.random((P, T)) * span, js)
             ok = _free(tab, G, base_all[pending][:, None], qy, qx, js, 2)  # (P, T) random first paddles
-            has = ok.any(axis=1)
+            has = ok.any(axis=1) & in_window
             first = ok.argmax(axis=1)[has]
             live = pending[has]
             hist = [np.stack([qy[has, first], qx[has, first], js[has, first]])]
@@ -1162,7 +1194,9 @@ def parse_settings(items: list[str]) -> dict[str, object]:
             raise LRAError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {known}")
         default = getattr(PathfinderConfig(), key)
         try:
-            if isinstance(default, tuple):
+            if key == "seed_angle_window":  # two degrees, or none for uniform directions
+                out[key] = None if raw.lower() in ("none", "null") else tuple(int(v) for v in raw.split(","))
+            elif isinstance(default, tuple):
                 kind = type(default[0])
                 out[key] = tuple(kind(v) for v in raw.split(","))
             elif default is None:  # target_separation: a number of pixels, or none for the default
