@@ -58,7 +58,8 @@ def standard_paths() -> dict[str, str]:
 
 def data_variant(row: dict) -> str | None:
     """What makes a run's data other than the benchmark's (another Pathfinder difficulty or generator variant,
-    quantised pixels), or None. Such a run is a diagnostic: beside the published number it would mislead."""
+    quantised pixels, a row marked ``superseded``), or None. Such a run is a diagnostic: beside the published
+    number it would mislead."""
     task = (row.get("config") or {}).get("task") or {}
     changes = []
     standard = standard_paths().get(str(row.get("task")))
@@ -66,6 +67,8 @@ def data_variant(row: dict) -> str | None:
         changes.append(f"task.path={task['path']}")
     if task.get("pixel_levels") is not None:
         changes.append(f"task.pixel_levels={task['pixel_levels']}")
+    if row.get("superseded"):  # e.g. data of an older generator, marked by hand in runs.jsonl
+        changes.append(f"superseded: {row['superseded']}")
     return ", ".join(changes) or None
 
 

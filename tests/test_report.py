@@ -197,10 +197,14 @@ def test_runs_on_variant_data_stay_out_of_the_tables(results, capsys):
         append_row(
             results, fixture_row(task="pathfinder", attention="linear", run_id=run_id, config=config, test_acc=acc)
         )
+    # a row marked by hand as superseded (data of an older generator), even on the standard path
+    old = fixture_row(task="pathfinder", attention="linear", run_id="old", config=standard, test_acc=0.97, seed=1)
+    append_row(results, {**old, "superseded": "older generator"})
     assert run_report(results, "--no-figures") == 0
     err = capsys.readouterr().err
     assert "left out of the tables: easy (task.path=pathfinder32/curv_baseline)" in err
     assert "left out of the tables: quant (task.pixel_levels=4)" in err
+    assert "left out of the tables: old (superseded: older generator)" in err
     md = (results / "tables" / "leaderboard.md").read_text()
     linear = next(line for line in md.splitlines() if line.startswith("| linear |"))
-    assert "61.00 (1)" in linear and "99.00" not in md and "98.00" not in md
+    assert "61.00 (1)" in linear and "99.00" not in md and "98.00" not in md and "97.00" not in md

@@ -38,10 +38,16 @@ Deliberate differences from the reference code (the parameters are on :class:`Pa
   free pixel). Many images are grown in lockstep with numpy (see ``_extend``), which makes the generator fast:
   about 1,000 images/s per core at 32x32 before writing the PNG files.
 
-Rendering follows the reference: each paddle and marker is drawn at ``antialias_scale`` x the size and reduced
-with a Lanczos filter; target paddles have contrast ``snake_contrast * paddle_contrast``, distractor paddles
-``snake_contrast`` (``snakes.make_many_snakes`` receives ``snake_contrast_list``), markers 1; layers combine by
-maximum and the image is stretched to 0..255 as ``scipy.misc.imsave`` did.
+Reproduced on purpose although it looks like an accident of the reference: its ``cv2.dilate`` border value
+lets a snake start only in a 30-degree window of directions, so it places ~1/3 of the distractors it draws and
+target snake 0 always starts up-left (``seed_angle_window``, on in the 32 px preset). Without it our images held
+~3x the released distractor ink, and no transformer left chance on them (issue 8, session 10).
+
+Rendering follows the reference: each paddle and marker is drawn at ``antialias_scale`` x the size, reduced
+with a Lanczos filter and rounded to 8 bits (``imresize`` returns uint8); target paddles have contrast
+``snake_contrast * paddle_contrast``, distractor paddles ``snake_contrast`` (``snakes.make_many_snakes`` receives
+``snake_contrast_list``), markers 1; layers combine by maximum and the image is stretched to 0..255 as
+``scipy.misc.imsave`` did.
 
 Determinism: batch ``b`` of seed ``s`` uses ``numpy.random.default_rng([s, b])``, so a batch is the same whatever
 the number of workers, and an interrupted run can be resumed (a batch whose metadata file exists is skipped).
