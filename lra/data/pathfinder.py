@@ -117,6 +117,7 @@ _LRA = {
         snake_contrast_list=(0.8,),
         paddle_contrast_list=(1.0,),
         distractor_numerator=22,
+        seed_angle_window=(-180, -85),  # the reference's border effect (PathfinderConfig docstring)
     ),
     128: dict(
         padding=1,
@@ -172,9 +173,11 @@ class PathfinderConfig:
     (an integer degree, uniform) lies in this window; it then gives up at once. So target snake 0 always starts
     inside the window, and a distractor snake is placed on only ~1 in 12 tries (5 tries each): at 32 px the
     reference places ~3.2 of 10 easy and ~1.25 of 5 hard distractors (0 in 22% of hard images), where a uniform
-    direction places nearly all. Measured on a line-by-line port of snakes.py/snakes2.py (session 10, issue 8);
-    window (-150, -121) at the 32 px settings; ``None`` = uniform directions (the other resolutions' windows
-    are not worked out yet).
+    direction places nearly all. Measured on a line-by-line port of snakes.py/snakes2.py (session 10, issue 8;
+    its dilation checked bit-for-bit against OpenCV): the window is a property of the seed kernel alone (a
+    direction passes iff the kernel has a tap in each quadrant around its anchor), so per preset: 32 px
+    (-150, -121); 64 px (-180, -85) (the reference also fails at -135); 128 px (Path-X) and 256 px ``None``:
+    every direction passes at margin 3, and all but -59..-54 at margin 2. ``None`` = uniform directions.
     """
 
     resolution: int = 32
