@@ -40,7 +40,7 @@ Deliberate differences from the reference code (the parameters are on :class:`Pa
 
 Reproduced on purpose although it looks like an accident of the reference: its ``cv2.dilate`` border value
 lets a snake start only in a 30-degree window of directions, so it places ~1/3 of the distractors it draws and
-target snake 0 always starts up-left (``seed_angle_window``, on in the 32 px preset). Without it our images held
+target snake 0 always starts up-left (``seed_angle_window``, in the 32 and 64 px presets). Without it our images held
 ~3x the released distractor ink, and no transformer left chance on them (issue 8, session 10).
 
 Rendering follows the reference: each paddle and marker is drawn at ``antialias_scale`` x the size, reduced
