@@ -63,6 +63,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     )
     splits = data.prepare()
     row["data_source"] = splits.source
+    row["data_generator"] = splits.generator
     row["data"] = "synthetic" if splits.source == "synthetic" else "real"
     row["majority_acc"] = data.majority_accuracy()
 
@@ -203,6 +204,7 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         "protocol": config["protocol"],
         "data": None,
         "data_source": None,
+        "data_generator": None,
         "test_acc": None,
         "best_val_acc": None,
         "majority_acc": None,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lra.data.pathfinder import GENERATOR_VERSION
 from lra.results import read_rows
 
 TASKS = ("listops", "text", "retrieval", "image", "pathfinder")  # the LRA average is over these five
@@ -67,6 +68,9 @@ def data_variant(row: dict) -> str | None:
         changes.append(f"task.path={task['path']}")
     if task.get("pixel_levels") is not None:
         changes.append(f"task.pixel_levels={task['pixel_levels']}")
+    version = row.get("data_generator")  # absent in rows before it was recorded; None for unstamped (official) data
+    if version is not None and version < GENERATOR_VERSION:
+        changes.append(f"data of generator version {version}, now {GENERATOR_VERSION}")
     if row.get("superseded"):  # e.g. data of an older generator, marked by hand in runs.jsonl
         changes.append(f"superseded: {row['superseded']}")
     return ", ".join(changes) or None

@@ -230,6 +230,7 @@ def test_cli_prepares_from_an_archive_and_explains_what_is_missing(tmp_path, cap
 
 
 def test_pathfinder_end_to_end_from_our_generator(tmp_path, cfg_factory):
+    from lra.data import pathfinder as pf_generator
     from lra.data.__main__ import main
 
     assert (
@@ -259,6 +260,7 @@ def test_pathfinder_end_to_end_from_our_generator(tmp_path, cfg_factory):
     row = run.train(cfg)
     assert row["status"] == "ok" and row["data"] == "real"
     assert row["data_source"].endswith("pathfinder32/curv_contour_length_14")
+    assert row["data_generator"] == pf_generator.GENERATOR_VERSION  # the generator's stamp reaches the row
     splits = LRADataModule(dict(cfg.task), cfg.data_dir, 4, cache_dir=cfg.cache_dir).prepare()
     assert [len(splits[s].labels) for s in ("train", "val", "test")] == [160, 20, 20]
     assert 0.3 < np.asarray(splits.train.labels).mean() < 0.7

@@ -137,6 +137,20 @@ def test_existing_batches_are_kept_and_tmp_leftovers_removed(tmp_path):
     assert (again.images, again.skipped_batches) == (10, 2)
     assert meta.exists() and not list(cfg.folder(tmp_path).rglob(".*tmp*"))
     assert (cfg.folder(tmp_path) / "imgs" / "0" / "sample_0.png").read_bytes() == before
+    assert pf.generator_version(cfg.folder(tmp_path)) == pf.GENERATOR_VERSION
+
+
+def test_a_folder_of_other_generator_settings_or_version_is_not_completed(tmp_path):
+    """Resuming into a folder that another generator version (or other settings) wrote would mix two image
+    distributions under one name: refused, with the folder to delete."""
+    cfg = pf.PathfinderConfig.lra(32)
+    pf.write_dataset(tmp_path, cfg, 4, 4, seed=1, workers=1)
+    with pytest.raises(LRAError, match="another generator version or settings"):
+        pf.write_dataset(tmp_path, pf.replace_settings(cfg, {"seed_angle_window": None}), 8, 4, seed=1, workers=1)
+    (cfg.folder(tmp_path) / pf.STAMP).unlink()  # as data of the generator before version 2
+    assert pf.generator_version(cfg.folder(tmp_path)) is None
+    with pytest.raises(LRAError, match="older generator"):
+        pf.write_dataset(tmp_path, cfg, 8, 4, seed=1, workers=1)
 
 
 # --- ground truth and connectivity ---------------------------------------------------------------------------

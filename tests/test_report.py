@@ -197,14 +197,19 @@ def test_runs_on_variant_data_stay_out_of_the_tables(results, capsys):
         append_row(
             results, fixture_row(task="pathfinder", attention="linear", run_id=run_id, config=config, test_acc=acc)
         )
-    # a row marked by hand as superseded (data of an older generator), even on the standard path
+    # a row marked by hand as superseded, and one on data of an older generator version, even on the standard path
     old = fixture_row(task="pathfinder", attention="linear", run_id="old", config=standard, test_acc=0.97, seed=1)
     append_row(results, {**old, "superseded": "older generator"})
+    v1 = fixture_row(task="pathfinder", attention="linear", run_id="v1", config=standard, test_acc=0.96, seed=2)
+    append_row(results, {**v1, "data_generator": 1})
+    official = fixture_row(task="pathfinder", attention="softmax", run_id="rel", config=standard, test_acc=0.7)
+    append_row(results, {**official, "data_generator": None})  # unstamped files (the released archive): kept
     assert run_report(results, "--no-figures") == 0
     err = capsys.readouterr().err
     assert "left out of the tables: easy (task.path=pathfinder32/curv_baseline)" in err
     assert "left out of the tables: quant (task.pixel_levels=4)" in err
     assert "left out of the tables: old (superseded: older generator)" in err
+    assert "left out of the tables: v1 (data of generator version 1, now 2)" in err and "rel (" not in err
     md = (results / "tables" / "leaderboard.md").read_text()
     linear = next(line for line in md.splitlines() if line.startswith("| linear |"))
-    assert "61.00 (1)" in linear and "99.00" not in md and "98.00" not in md and "97.00" not in md
+    assert "61.00 (1)" in linear and all(f"{a}.00" not in md for a in (99, 98, 97, 96)) and "70.00 (1)" in md

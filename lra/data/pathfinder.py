@@ -59,6 +59,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import logging
 import math
 import multiprocessing as mp
@@ -86,6 +87,10 @@ ALIASES = {"easy": "curv_baseline", "intermediate": "curv_contour_length_9", "ha
 RESOLUTIONS = (32, 64, 128, 256)
 _ALL_EIGHT = np.uint64(0x0101010101010101)  # eight True bytes viewed as one uint64
 GENERATE_HINT = "python -m lra.data pathfinder --out DIR"
+# Bumped whenever the same settings give other images, so that results on older data can be told apart (run rows
+# record it as ``data_generator``): 2 = session 10, the reference's seed window and 8-bit patches.
+GENERATOR_VERSION = 2
+STAMP = "generator.json"  # beside imgs/ and metadata/: version and settings of the generator that wrote them
 
 # Per-resolution LRA parameters (shared/specs/lra.md section 3: docstrings of lra_benchmarks/data/pathfinder.py,
 # "defaults of drewlinsley/pathfinder except"). antialias_scale is listed twice there (4, then 2): the later wins.
@@ -913,6 +918,12 @@ def write_dataset(
         raise LRAError(f"num_images={num_images} and batch_size={batch_size} must be positive")
     folder = cfg.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
+    stamp = json.dumps({"version": GENERATOR_VERSION, "config": dataclasses.asdict(cfg)}, sort_keys=True)
+    if (folder / STAMP).exists() and (folder / STAMP).read_text() != stamp:
+        raise LRAError(f"{folder / STAMP}: written by another generator version or settings; delete {folder} first")
+    if not (folder / STAMP).exists() and any((folder / "metadata").glob("*.npy")):
+        raise LRAError(f"{folder}: holds images without {STAMP} (an older generator); delete it first")
+    _write_atomic(folder / STAMP, stamp.encode())  # first, so that a resumed run finds it
     jobs = []
     for b, start in enumerate(range(0, num_images, batch_size)):
         jobs.append((str(folder), cfg, b, min(batch_size, num_images - start), seed))
@@ -983,6 +994,17 @@ def _metadata_lines(path: Path) -> list[list[str]]:
     except UnicodeDecodeError:
         raise LRAError(f"{path}: metadata is neither text nor a .npy array") from None
     return [line.split() for line in text.splitlines()]
+
+
+def generator_version(root: Path) -> int | None:
+    """The ``GENERATOR_VERSION`` that wrote ``root`` (a difficulty folder), None for data without a stamp (the
+    released archive, or ours before version 2)."""
+    try:
+        return int(json.loads((Path(root) / STAMP).read_text())["version"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):
+        raise LRAError(f"{Path(root) / STAMP}: unreadable; delete it and regenerate the folder") from None
 
 
 def read_metadata(root: Path) -> tuple[list[Path], np.ndarray, list[str]]:

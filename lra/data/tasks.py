@@ -34,6 +34,7 @@ class Splits:
     test: Split
     source: str  # "files:<path>" or "synthetic"
     from_cache: bool = False
+    generator: int | None = None  # version of our generator that wrote the files (its generator.json), if any
 
     def __getitem__(self, name: str) -> Split:
         return getattr(self, name)
@@ -78,7 +79,9 @@ def load_splits(
             f"{name} examples in {folder} are {width} tokens long but task.max_len={task['max_len']}; "
             f"set task.max_len={width} (images are not truncated)"
         )
-    return Splits(**parts, source=f"files:{folder}", from_cache=hit)
+    from lra.data.pathfinder import generator_version  # reads the stamp any generated folder may carry
+
+    return Splits(**parts, source=f"files:{folder}", from_cache=hit, generator=generator_version(folder))
 
 
 # The task keys that change the tokenised arrays (and so the cache key).
