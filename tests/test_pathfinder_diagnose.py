@@ -31,3 +31,19 @@ def test_curves_folder_becomes_one_figure(tmp_path):
         pd.DataFrame({"step": [1, 2], "val/acc": [0.5, 0.6], "train/acc": [0.5, 0.7]}).to_csv(tmp_path / f"{name}.csv")
     assert diagnose.main(["--curves", str(tmp_path)]) == 0
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_cnn_probe_fits_a_small_generated_set(tmp_path, capsys):
+    """scripts/pathfinder_cnn_probe.py reads a generated folder with run.py's reader and split and trains: on 40
+    images it fits its 32 training images (a model that can fit them can answer the real question on 30,000)."""
+    from lra.data import pathfinder as pf
+
+    pf.write_dataset(tmp_path, pf.PathfinderConfig.lra(32, "easy"), 40, 40, seed=3, workers=1)
+    probe_spec = importlib.util.spec_from_file_location(
+        "pathfinder_cnn_probe", SCRIPT.with_name("pathfinder_cnn_probe.py")
+    )
+    probe = importlib.util.module_from_spec(probe_spec)
+    probe_spec.loader.exec_module(probe)
+    result = probe.main([str(tmp_path / "pathfinder32" / "curv_baseline"), "--epochs", "30", "--batch-size", "8"])
+    assert result["train"] >= 0.9 and 0 <= result["val"] <= 1
+    assert "epoch 29 train" in capsys.readouterr().out
