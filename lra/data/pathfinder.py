@@ -919,11 +919,13 @@ def write_dataset(
     folder = cfg.folder(out)
     folder.mkdir(parents=True, exist_ok=True)
     stamp = json.dumps({"version": GENERATOR_VERSION, "config": dataclasses.asdict(cfg)}, sort_keys=True)
-    if (folder / STAMP).exists() and (folder / STAMP).read_text() != stamp:
-        raise LRAError(f"{folder / STAMP}: written by another generator version or settings; delete {folder} first")
-    if not (folder / STAMP).exists() and any((folder / "metadata").glob("*.npy")):
+    stamp_file = folder / STAMP
+    if stamp_file.exists():
+        if stamp_file.read_text() != stamp:
+            raise LRAError(f"{stamp_file}: written by another generator version or settings; delete {folder} first")
+    elif any((folder / "metadata").glob("*.npy")):
         raise LRAError(f"{folder}: holds images without {STAMP} (an older generator); delete it first")
-    _write_atomic(folder / STAMP, stamp.encode())  # first, so that a resumed run finds it
+    _write_atomic(stamp_file, stamp.encode())  # first, so that a resumed run finds it
     jobs = []
     for b, start in enumerate(range(0, num_images, batch_size)):
         jobs.append((str(folder), cfg, b, min(batch_size, num_images - start), seed))
