@@ -92,16 +92,24 @@ for stage in $STAGES; do
     # PER_GPU runs share each GPU. Each run logs to $OUT/logs/; rows go to $OUT/runs.jsonl (appends are locked).
     # GPUS (e.g. "1") keeps them on some GPUs, so that another script instance can time kernels on the others.
     read -ra gpus <<<"$(echo "${GPUS:-$(seq -s ' ' 0 $(($(nvidia-smi -L | wc -l) - 1)))}" | tr ',' ' ')"
-    ngpu=${#gpus[@]}; per=${PER_GPU:-4}; i=0; pids=(); mkdir -p "$OUT/logs"
+    ngpu=${#gpus[@]}; per=${PER_GPU:-4}; pids=(); slot_pid=(); mkdir -p "$OUT/logs"
     echo "== [$(elapsed)s] parallel runs: GPUs ${gpus[*]} x $per"
     # A spec may carry overrides of its own after a fourth colon, comma-separated (a diagnostic variant):
     #   pathfinder:softmax:0:task.path=pathfinder32/curv_baseline,model.optim.lr=1e-3
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed own <<<"$spec"
-      while [ "$(jobs -rp | wc -l)" -ge $((ngpu * per)) ]; do sleep 2; done
+      # The next run takes the first free slot (slot s runs on GPU s mod ngpu), so a GPU whose run ended early gets
+      # the next one, not the GPU next in turn (round robin once put two runs on one GPU and left the other idle).
+      slot=
+      while [ -z "$slot" ]; do
+        for ((s = 0; s < ngpu * per; s++)); do
+          if [ -z "${slot_pid[$s]:-}" ] || ! kill -0 "${slot_pid[$s]}" 2>/dev/null; then slot=$s; break; fi
+        done
+        [ -z "$slot" ] && sleep 2
+      done
       left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
       name=$task-$att-$seed; [ -n "$own" ] && name=$name-$(echo "$own" | md5sum | cut -c1-6)
-      gpu=${gpus[$((i % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu $spec" >"$OUT/logs/$name.log"
+      gpu=${gpus[$((slot % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu $spec" >"$OUT/logs/$name.log"
       ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
           experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
           trainer.enable_progress_bar=false "${@:2}" ${own//,/ } >>"$OUT/logs/$name.log" 2>&1; }
@@ -115,7 +123,7 @@ for stage in $STAGES; do
           [ "$left" -ge 30 ] && { prun "$left" $(echo " ${RUN_EXTRA:-} " | sed -E 's/ trainer\.compile(_mode)?=[^ ]*//g'); rc=$?; }
         fi
         echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$name.log" | tail -1)" ) &
-      pids+=($!); i=$((i + 1))
+      pids+=($!); slot_pid[$slot]=$!
     done
     # Never a bare `wait` (nor one with an empty list): it would also wait for the log's `tee`, forever.
     [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"

@@ -93,6 +93,22 @@ def test_runs_stay_on_the_gpus_named_in_GPUS(tmp_path):
     ]
 
 
+def test_the_next_run_goes_to_the_gpu_that_came_free(tmp_path):
+    # GPU 0 holds a long run; the short one on GPU 1 ends first, so the third run must go to GPU 1, not GPU 0.
+    res, out = session(
+        tmp_path,
+        STAGES="pruns",
+        RUNS="listops:softmax:0:trainer.max_steps=400,trainer.val_check_interval=400 listops:linear:0 listops:linear:1",
+        PER_GPU="1",
+        RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    first = {p.name: p.read_text().splitlines()[0] for p in (out / "logs").iterdir()}
+    assert first["listops-linear-0.log"].startswith("CUDA_VISIBLE_DEVICES=1 ")
+    assert first["listops-linear-1.log"].startswith("CUDA_VISIBLE_DEVICES=1 "), first
+    assert len(rows(out / "runs.jsonl")) == 3
+
+
 def test_scaling_runs_one_then_two_devices(tmp_path):
     res, out = session(
         tmp_path, STAGES="scaling", RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3 trainer.accelerator=cpu"
