@@ -112,15 +112,17 @@ for stage in $STAGES; do
       gpu=${gpus[$((slot % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu $spec" >"$OUT/logs/$name.log"
       ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
           experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
-          trainer.enable_progress_bar=false "${@:2}" ${own//,/ } >>"$OUT/logs/$name.log" 2>&1; }
+          trainer.enable_progress_bar=false "${@:2}" >>"$OUT/logs/$name.log" 2>&1; }
+        args=" ${RUN_EXTRA:-} ${own//,/ } "  # the spec's own overrides last: they win
         # shellcheck disable=SC2086
-        prun "$left" ${RUN_EXTRA:-}; rc=$?  # before any $(...) below, which would reset it
-        # A run that fails under trainer.compile (a CUDA-graph error ended one in session 9) goes on eager from its
-        # last checkpoint, rather than leaving the GPU idle for the rest of the call.
-        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ " ${RUN_EXTRA:-} " == *" trainer.compile=true "* ]] && [ "${RETRY_EAGER:-1}" = 1 ]; then
+        prun "$left" $args; rc=$?  # before any $(...) below, which would reset it
+        # A run that fails under trainer.compile (a CUDA-graph error ended one in session 9; linear and performer
+        # segfaulted in an inductor kernel under CUDA graphs in session 11) goes on eager from its last
+        # checkpoint, rather than leaving the GPU idle for the rest of the call; compile in RUN_EXTRA or in the spec.
+        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ "$args" == *" trainer.compile=true "* ]] && [ "${RETRY_EAGER:-1}" = 1 ]; then
           left=$(time_left); echo "== [$(elapsed)s] $spec rc=$rc under compile: again eager" | tee -a "$OUT/logs/$name.log"
           # shellcheck disable=SC2086
-          [ "$left" -ge 30 ] && { prun "$left" $(echo " ${RUN_EXTRA:-} " | sed -E 's/ trainer\.compile(_mode)?=[^ ]*//g'); rc=$?; }
+          [ "$left" -ge 30 ] && { prun "$left" $(echo "$args" | sed -E 's/ trainer\.compile(_mode)?=[^ ]*//g'); rc=$?; }
         fi
         echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$name.log" | tail -1)" ) &
       pids+=($!); slot_pid[$slot]=$!

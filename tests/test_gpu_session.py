@@ -155,6 +155,19 @@ def test_a_run_failing_under_compile_goes_on_eager(tmp_path):
     assert [(r["status"], r.get("compile")) for r in rows(out / "runs.jsonl")] == [("failed", None), ("ok", False)]
 
 
+def test_a_run_whose_own_overrides_compile_goes_on_eager_too(tmp_path):
+    """Compile named in the spec (not RUN_EXTRA), as session 11 ran linear and performer: its failure is retried."""
+    res, out = session(
+        tmp_path,
+        STAGES="pruns",
+        RUNS="listops:linear:0:trainer.compile=true,trainer.compile_mode=bogus",
+        RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "under compile: again eager" in res.stdout and " rc=0 test_acc=" in res.stdout
+    assert [(r["status"], r.get("compile")) for r in rows(out / "runs.jsonl")] == [("failed", None), ("ok", False)]
+
+
 def test_no_run_left_to_start_does_not_hang(tmp_path):
     res, _ = session(tmp_path, timeout=120, STAGES="pruns", RUNS="listops:softmax:0", DEADLINE="1")
     assert res.returncode == 0 and "no time left for listops:softmax:0" in res.stdout and "== done in" in res.stdout
