@@ -88,11 +88,11 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     timer = ThroughputMonitor()
     curve = LearningCurve(ckpt_dir / "curve.csv")
     callbacks: list[L.Callback] = [best, last, timer, curve]
-    compile_mode = t.pop("compile_mode")
+    compile_mode, compile_dynamic = t.pop("compile_mode"), t.pop("compile_dynamic")
     # Fuses the element-wise work of the whole model; graphs are reused across steps. In place (nn.Module.compile),
     # so parameter names stay those of the eager model: a run cut in one mode resumes in the other.
     if t.pop("compile"):
-        model.model.compile(dynamic=True, mode=compile_mode)
+        model.model.compile(dynamic=compile_dynamic, mode=compile_mode)
     if t.pop("enable_progress_bar"):
         callbacks.append(RichProgressBar(refresh_rate=t.pop("progress_refresh")))
     else:
@@ -159,7 +159,7 @@ POSITIVE_INTS = {
 }
 OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer": ("limit_val_batches",)}  # or null
 RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
-RESULT_NEUTRAL_TRAINER_KEYS = ("compile", "compile_mode", "enable_progress_bar", "progress_refresh")
+RESULT_NEUTRAL_TRAINER_KEYS = ("compile", "compile_mode", "compile_dynamic", "enable_progress_bar", "progress_refresh")
 RESULT_NEUTRAL_ATTENTION_KEYS = ("lepe_impl",)  # the layout of the same convolution (tested equal to nn.Conv1d)
 
 

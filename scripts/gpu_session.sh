@@ -87,6 +87,32 @@ for stage in $STAGES; do
         --out "$OUT/throughput.csv" ${TP_ARGS:-} 2>&1 | grep -vE "Warning|warn" | tail -${TP_TAIL:-8}
     done
     ;;
+  graphs)
+    # Which attentions train under CUDA graphs. Session 11: linear and performer segfaulted in an inductor CPU kernel
+    # (one shared cached kernel) handed a GPU pointer; session 10: nalaformer failed with tensors in the graph pool
+    # not tracked as outputs. Each attention x variant is a short run of its own (a crash ends only it), with
+    # inductor's output code in its log: a CPU kernel (cpp_fused_*) in a GPU model names the op that crashed.
+    # GRAPH_VARIANTS: NAME:OVERRIDE,OVERRIDE ... (default: dynamic shapes as run.py compiles, then static).
+    mkdir -p "$OUT/graphs"
+    for att in ${GRAPH_ATTENTIONS:-linear performer nalaformer softmax}; do
+      for variant in ${GRAPH_VARIANTS:-dynamic:trainer.compile_dynamic=true static:trainer.compile_dynamic=false}; do
+        vname=${variant%%:*}; over=${variant#*:}; log="$OUT/graphs/$att-$vname.log"
+        left=$(time_left); [ "$left" -gt "${GRAPH_TIMEOUT:-150}" ] && left=${GRAPH_TIMEOUT:-150}
+        [ "$left" -lt 30 ] && echo "== no time left for graphs $att $vname" && continue
+        # shellcheck disable=SC2086
+        TORCH_LOGS=output_code timeout "$left" python3 run.py task=${GRAPH_TASK:-pathfinder} attention=$att seed=0 \
+          experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT/graphs" checkpoint_dir="$OUT/graphs/ckpt" \
+          num_workers=0 trainer.enable_progress_bar=false trainer.max_steps=${GRAPH_STEPS:-200} \
+          trainer.val_check_interval=${GRAPH_STEPS:-200} trainer.limit_val_batches=4 trainer.limit_test_batches=4 \
+          trainer.compile=true trainer.compile_mode=reduce-overhead ${over//,/ } >"$log" 2>&1
+        rc=$?
+        kernels=$(grep -oE "cpp_fused_[A-Za-z0-9_]+" "$log" | sort -u | tr '\n' ' ')
+        echo "== [$(elapsed)s] graphs $att $vname rc=$rc $(grep -oE "test_acc=[0-9.]+" "$log" | tail -1) cpu kernels: ${kernels:-none}"
+        grep -m3 -E "Segmentation|Error|Detected" "$log"
+      done
+    done
+    rm -rf "$OUT/graphs/ckpt"
+    ;;
   pruns)
     # Many small runs at once: a 2-layer LRA-lite model leaves the GPU idle most of each step (launch-bound), so
     # PER_GPU runs share each GPU. Each run logs to $OUT/logs/; rows go to $OUT/runs.jsonl (appends are locked).

@@ -197,3 +197,23 @@ def test_gen_writes_generator_variants_under_their_names(tmp_path):
     # Both settings reached the generator: the metadata records distractor_length (field 7; the preset has 2).
     lines = [line.split() for f in (variant / "metadata").iterdir() for line in f.read_text().splitlines()]
     assert len(lines) == 6 and {line[6] for line in lines} == {"1"}
+
+
+def test_graphs_stage_runs_each_variant_alone_and_lists_cpu_kernels(tmp_path):
+    """The CUDA-graph probe: one short compiled run per attention x variant, inductor's code in its log. On the CPU
+    every kernel is a C++ one, so the list must be non-empty here (on a GPU, any entry is the suspect)."""
+    res, out = session(
+        tmp_path,
+        STAGES="graphs",
+        GRAPH_TASK="listops",
+        GRAPH_ATTENTIONS="linear",
+        GRAPH_VARIANTS="static:trainer.compile_dynamic=false",
+        GRAPH_STEPS="2",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    line = next(x for x in res.stdout.splitlines() if "graphs linear static rc=" in x)
+    assert " rc=0 test_acc=" in line and "cpu kernels: cpp_fused_" in line
+    assert "cpp_fused_" in (out / "graphs" / "linear-static.log").read_text()  # the output code is in the log
+    assert not (out / "graphs" / "ckpt").exists()  # checkpoints of probe runs do not travel back
+    (row,) = rows(out / "graphs" / "runs.jsonl")
+    assert row["compile"] is True and row["steps"] == 2

@@ -226,6 +226,11 @@ def test_compile_mode_reaches_torch_compile(cfg_factory, monkeypatch):
     )
     assert row["status"] == "ok" and row["compile"] is True
     assert calls == [{"dynamic": True, "mode": "reduce-overhead"}]
+    # trainer.compile_dynamic=false: one graph per shape (a workaround to try for the CUDA-graph crashes)
+    run.train(
+        cfg_factory("experiment=smoke", "trainer.max_steps=2", "trainer.compile=true", "trainer.compile_dynamic=false")
+    )
+    assert calls[1] == {"dynamic": False, "mode": None}
 
 
 def test_a_run_cut_in_eager_mode_resumes_compiled(cfg_factory, monkeypatch, tmp_path):
