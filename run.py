@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 from lra import LRAError
 from lra.callbacks import LearningCurve, ThroughputMonitor, peak_memory_mb
 from lra.data.datamodule import LRADataModule
+from lra.model import compile_model
 from lra.module import LRAClassifier
 from lra.results import append_row, git_commit, write_csv
 
@@ -89,10 +90,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     curve = LearningCurve(ckpt_dir / "curve.csv")
     callbacks: list[L.Callback] = [best, last, timer, curve]
     compile_mode, compile_dynamic = t.pop("compile_mode"), t.pop("compile_dynamic")
-    # Fuses the element-wise work of the whole model; graphs are reused across steps. In place (nn.Module.compile),
-    # so parameter names stay those of the eager model: a run cut in one mode resumes in the other.
+    # Fuses the element-wise work of the whole model; graphs are reused across steps.
     if t.pop("compile"):
-        model.model.compile(dynamic=compile_dynamic, mode=compile_mode)
+        compile_model(model.model, mode=compile_mode, dynamic=compile_dynamic)
     if t.pop("enable_progress_bar"):
         callbacks.append(RichProgressBar(refresh_rate=t.pop("progress_refresh")))
     else:

@@ -32,7 +32,6 @@ go to :mod:`attention_zoo.nala_fused`). Tests run these kernels on the CPU throu
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -429,10 +428,14 @@ if triton is not None:
             _store_rows(DK, dk, b, h, sdb, sdh, sdn, rows, cols, valid)
 
 
-@functools.lru_cache(maxsize=128)  # one per batch length (rounded to 64) and head size
 def _rope_tables(n: int, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin (n, d) of the angles that ``attention_zoo.rope.apply_rope`` uses on a 2d-wide feature (computed in
-    float64 there too, so long positions lose nothing to fp32 angle arithmetic)."""
+    float64 there too, so long positions lose nothing to fp32 angle arithmetic).
+
+    Made afresh at every call, not cached: a cache filled while CUDA graphs are recorded keeps two tensors of the
+    graph pool alive, which is what "Detected 2 tensor(s) in the cudagraph pool not tracked as outputs" reports
+    (nalaformer under ``compile_mode=reduce-overhead``, sessions 9-10: the suspect, not yet confirmed on a GPU).
+    A few small kernels per call; captured in the graph when graphs are on."""
     from attention_zoo.rope import rope_angles
 
     cos, sin = rope_angles(n, 2 * d, device)

@@ -28,13 +28,12 @@ default; ``fast`` is an alias) takes ``triton`` on CUDA where it applies, else `
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from attention_zoo import lepe_triton
 from attention_zoo.base import at_least_fp32, check_inputs
 from attention_zoo.nala_fused import nala_fused
 from attention_zoo.nala_triton import nala_triton, supports
@@ -104,13 +103,11 @@ def depthwise_conv_tokens(v: torch.Tensor, conv: nn.Conv1d, impl: str) -> torch.
     * ``auto``: ``triton`` on CUDA where Triton is installed, ``conv1d`` elsewhere.
     """
     if impl == "auto":  # Triton on a GPU (NaLa block 104 -> 78 ms at 16K on the H200), the released layer elsewhere
-        impl = "triton" if v.is_cuda and importlib.util.find_spec("triton") is not None else "conv1d"
+        impl = "triton" if v.is_cuda and lepe_triton.triton is not None else "conv1d"
     if impl == "conv1d":
         return conv(v.transpose(1, 2)).transpose(1, 2)
     if impl == "triton":
-        from attention_zoo.lepe_triton import lepe_conv_triton
-
-        return lepe_conv_triton(v, conv)
+        return lepe_triton.lepe_conv_triton(v, conv)
     width = conv.weight.shape[-1]
     if impl == "channels_last":
         image = v.transpose(1, 2).unsqueeze(2)  # (B, C, 1, N), channels-last strides, no copy

@@ -129,7 +129,10 @@ def nystrom_fast(
     kernel_1, kernel_2, kernel_3 = landmark_softmaxes(q, k, average @ q, average @ k, mask, slot_valid)
     out = kernel_1 @ (iterative_pinv(kernel_2, iterations) @ (kernel_3 @ v))
     short = count <= num_landmarks
-    if short.any():  # each slot of a short sequence is one token: softmax(Q Kl^T) is exact attention over it
+    # Each slot of a short sequence is one token: softmax(Q Kl^T) is exact attention over it. Eager code skips the
+    # product when no sequence is short; a compiled graph always takes it (the test would be a host sync and a
+    # graph break).
+    if torch.compiler.is_compiling() or short.any():
         out = torch.where(short[:, None, None, None], kernel_1 @ (average @ v), out)
     return out
 

@@ -62,13 +62,22 @@ def gaussian_orthogonal_matrix(m: int, d: int, generator: torch.Generator) -> to
     return torch.cat(blocks) * norms[:, None]
 
 
-def favor_features(x: torch.Tensor, proj: torch.Tensor, mask: torch.Tensor, is_query: bool, eps: float):
+def favor_features(
+    x: torch.Tensor,
+    proj: torch.Tensor,
+    mask: torch.Tensor,
+    is_query: bool,
+    eps: float,
+    dims: tuple[int, int] | None = None,
+):
     """Positive random features of queries or keys, (B, H, N, d) -> (B, H, N, m).
 
     Keys at padded positions are zeroed first and left out of the key maximum, so their content cannot change
-    (or overflow) anything; the caller still drops them from S and z.
+    (or overflow) anything; the caller still drops them from S and z. ``dims`` = (d, m) as plain ints where the
+    caller knows them: under ``torch.compile(dynamic=True)`` sizes read off tensors are symbolic, and the scale
+    factors made from them entered the graph as CPU tensors (a segfault under CUDA graphs, session 11).
     """
-    d, m = x.shape[-1], proj.shape[0]
+    d, m = dims or (x.shape[-1], proj.shape[0])
     keep = mask[:, None, :, None]
     if not is_query:
         x = x.masked_fill(~keep, 0.0)
@@ -123,17 +132,23 @@ class PerformerAttention(MultiHeadAttention):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         self.feature_seed, self.redraws, self.calls = state["feature_seed"], state["redraws"], state["calls"]
 
-    def attend(self, q, k, v, mask):
+    def before_training_step(self) -> None:
+        """Count training steps and redraw every ``redraw_interval``-th. Called by the training loop
+        (``LRAClassifier.on_train_batch_start``) outside the forward: counted inside it, the changing Python
+        counter made ``torch.compile`` recompile at every step until it gave up and ran the model eagerly."""
         if self.training and self.redraw_interval:
             if self.calls >= self.redraw_interval:
                 self.redraw_features()
                 self.calls = 0
             self.calls += 1
+
+    def attend(self, q, k, v, mask):
         kernel = linear_form_reference if self.use_reference else linear_form
         with torch.autocast(q.device.type, enabled=False):
             qf, kf, vf = at_least_fp32(q, k, v)
             proj = self.projection.to(qf.dtype)
-            phi_q = favor_features(qf, proj, mask, is_query=True, eps=self.eps)
-            phi_k = favor_features(kf, proj, mask, is_query=False, eps=self.eps)
+            dims = (self.head_dim, self.nb_features)
+            phi_q = favor_features(qf, proj, mask, is_query=True, eps=self.eps, dims=dims)
+            phi_k = favor_features(kf, proj, mask, is_query=False, eps=self.eps, dims=dims)
             out = kernel(phi_q, phi_k, vf, mask)
         return out.to(q.dtype)

@@ -136,3 +136,16 @@ class LRAModel(nn.Module):
         pooled = self.encoder(ids.flatten(0, 1)).view(b, 2, -1)
         u, v = pooled[:, 0], pooled[:, 1]
         return self.head(torch.cat([u, v, u * v, u - v], dim=-1))
+
+
+def compile_model(model: nn.Module, mode: str | None = None, dynamic: bool | None = True, **options: Any) -> None:
+    """``torch.compile`` in place (``nn.Module.compile``): parameter names stay those of the eager model, so a run
+    cut in one mode resumes in the other.
+
+    Python floats are specialised (baked into the graph as constants). Otherwise Dynamo passes a float that an
+    attention keeps (linear's ``eps``) into the graph as a 0-d CPU tensor, and Inductor emits a C++ kernel for it:
+    under CUDA graphs that kernel was handed a GPU pointer and linear and performer segfaulted on the H200
+    (session 11; pytorch/pytorch#170863 is the same fault). tests/test_compile_graphs.py checks that no registered
+    attention leaves a CPU tensor in its compiled graphs."""
+    torch._dynamo.config.specialize_float = True
+    model.compile(dynamic=dynamic, mode=mode, **options)

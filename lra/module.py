@@ -73,6 +73,13 @@ class LRAClassifier(L.LightningModule):
         persisted; docs/training-throughput.md.)"""
         return self.model.forward(ids)
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        """An attention with state that changes between steps (performer's feature redraws) defines
+        ``before_training_step()`` and updates it here, outside the (possibly compiled) forward."""
+        for module in self.model.modules():
+            if module is not self.model and hasattr(module, "before_training_step"):
+                module.before_training_step()
+
     def training_step(self, batch, batch_idx):
         ids, labels = batch
         torch.compiler.cudagraph_mark_step_begin()  # each step a new CUDA-graph generation (no-op when eager)

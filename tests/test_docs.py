@@ -12,6 +12,7 @@ import yaml
 
 import run
 from attention_zoo import REGISTRY
+from tests import test_compile_graphs as compile_graphs
 from tests import test_zoo_contract as contract
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-an-attention.md"
@@ -43,16 +44,14 @@ def test_plugin_registers_and_keeps_the_contract(plugin):
     contract.test_eval_is_deterministic(name)
 
 
+def plugin_overrides(plugin: dict) -> list[str]:
+    """Its config file's keys on top of softmax's (the plugin's yaml is not written into conf/ by the test)."""
+    extra = [f"+attention.{k}={v}" for k, v in plugin.items() if k not in {"name", "impl"}]
+    return ["attention=softmax", f"attention.name={plugin['name']}", "~attention.eager", "~attention.dropout", *extra]
+
+
 def test_plugin_trains_through_run_py(plugin, cfg_factory):
-    overrides = [f"+attention.{k}={v}" for k, v in plugin.items() if k not in {"name", "impl"}]
-    cfg = cfg_factory(
-        "experiment=smoke",
-        "attention=softmax",
-        f"attention.name={plugin['name']}",
-        "~attention.eager",
-        "~attention.dropout",
-        *overrides,
-    )
+    cfg = cfg_factory("experiment=smoke", *plugin_overrides(plugin))
     row = run.train(cfg)
     assert row["attention"] == plugin["name"] and row["status"] == "ok"
 
@@ -61,3 +60,8 @@ def test_target_plugs_in_a_class_from_another_package(cfg_factory):
     cfg = cfg_factory("experiment=smoke", "attention._target_=attention_zoo.softmax.SoftmaxAttention")
     row = run.train(cfg)
     assert row["attention"] == "attention_zoo.softmax.SoftmaxAttention" and row["status"] == "ok"
+
+
+def test_plugin_compiles_cleanly(plugin, tmp_path, monkeypatch):
+    """The check every registered attention gets under trainer.compile (docs: "Under trainer.compile")."""
+    compile_graphs.check_compiles_cleanly(plugin["name"], tmp_path, monkeypatch, attention=plugin_overrides(plugin))

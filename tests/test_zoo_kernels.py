@@ -168,15 +168,25 @@ def test_performer_redraw_schedule_and_reproducibility():
     for _ in range(5):
         attn(x, mask)
     assert torch.equal(attn.projection, first)  # eval never redraws
+    attn.before_training_step()
+    assert torch.equal(attn.projection, first)  # nor does the training loop's hook on a module in eval mode
     attn.train()
+
+    def step(module):  # what the training loop does: the hook, then the forward
+        module.before_training_step()
+        module(x, mask)
+
     for _ in range(3):
-        attn(x, mask)
+        step(attn)
         assert torch.equal(attn.projection, first)
-    attn(x, mask)  # the 4th training pass starts with a redraw
+    step(attn)  # the 4th training step starts with a redraw
     second = attn.projection.clone()
     assert not torch.equal(second, first)
     for _ in range(2):
-        attn(x, mask)
+        step(attn)
+    assert torch.equal(attn.projection, second)
+    for _ in range(5):
+        attn(x, mask)  # forward passes alone (no step) change nothing
     assert torch.equal(attn.projection, second)
 
     # the schedule is in the state dict: a restored module continues it exactly
@@ -184,15 +194,15 @@ def test_performer_redraw_schedule_and_reproducibility():
     restored.load_state_dict(attn.state_dict())
     restored.train()
     for _ in range(4):
-        attn(x, mask)
-        restored(x, mask)
+        step(attn)
+        step(restored)
         assert torch.equal(attn.projection, restored.projection)
     assert not torch.equal(attn.projection, second)
 
     never = PerformerAttention(16, 2, nb_features=12, redraw_interval=0).train()
     before = never.projection.clone()
     for _ in range(10):
-        never(x, mask)
+        step(never)
     assert torch.equal(never.projection, before)
 
 
