@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_SMI = """#!/usr/bin/env bash
 if [ "${1:-}" = "-L" ]; then echo "GPU 0: Stand-in"; echo "GPU 1: Stand-in"; else echo "Stand-in, 0 MiB, 0"; fi
@@ -142,27 +144,20 @@ def test_a_run_cut_by_the_deadline_sends_its_checkpoints_back(tmp_path):
     assert len(curves) == 2 and all(len(c.read_text().splitlines()) > 1 for c in curves)
 
 
-def test_a_run_failing_under_compile_goes_on_eager(tmp_path):
-    """A compiled run that fails (here: a mode torch.compile refuses) is started again without compile."""
-    res, out = session(
-        tmp_path,
-        STAGES="pruns",
-        RUNS="listops:softmax:0",
-        RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3 trainer.compile=true trainer.compile_mode=bogus",
-    )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert "under compile: again eager" in res.stdout and " rc=0 test_acc=" in res.stdout
-    assert [(r["status"], r.get("compile")) for r in rows(out / "runs.jsonl")] == [("failed", None), ("ok", False)]
+STEPS = "trainer.max_steps=3 trainer.val_check_interval=3"
 
 
-def test_a_run_whose_own_overrides_compile_goes_on_eager_too(tmp_path):
-    """Compile named in the spec (not RUN_EXTRA), as session 11 ran linear and performer: its failure is retried."""
-    res, out = session(
-        tmp_path,
-        STAGES="pruns",
-        RUNS="listops:linear:0:trainer.compile=true,trainer.compile_mode=bogus",
-        RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3",
-    )
+@pytest.mark.parametrize(
+    "runs, extra",
+    [
+        ("listops:softmax:0", f"{STEPS} trainer.compile=true trainer.compile_mode=bogus"),  # compile in RUN_EXTRA
+        ("listops:linear:0:trainer.compile=true,trainer.compile_mode=bogus", STEPS),  # in the spec (session 11)
+    ],
+)
+def test_a_run_failing_under_compile_goes_on_eager(tmp_path, runs, extra):
+    """A compiled run that fails (here: a mode torch.compile refuses) is started again without compile, whether
+    compile came from RUN_EXTRA or from the spec's own overrides."""
+    res, out = session(tmp_path, STAGES="pruns", RUNS=runs, RUN_EXTRA=extra)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "under compile: again eager" in res.stdout and " rc=0 test_acc=" in res.stdout
     assert [(r["status"], r.get("compile")) for r in rows(out / "runs.jsonl")] == [("failed", None), ("ok", False)]
