@@ -57,12 +57,30 @@ def standard_paths() -> dict[str, str]:
     return {p.stem: str(OmegaConf.load(p).get("path")) for p in sorted(conf.glob("*.yaml"))}
 
 
-def data_variant(row: dict) -> str | None:
-    """What makes a run's data other than the benchmark's (another Pathfinder difficulty or generator variant,
-    quantised pixels, a row marked ``superseded``), or None. Such a run is a diagnostic: beside the published
-    number it would mislead."""
-    task = (row.get("config") or {}).get("task") or {}
+# A protocol's training schedule: (key in task.protocols.<protocol>, where the run's resolved config holds it).
+SCHEDULE_KEYS = {
+    "batch_size": ("task", "batch_size"),
+    "lr": ("model", "optim", "lr"),
+    "warmup_steps": ("model", "optim", "warmup_steps"),
+    "max_steps": ("trainer", "max_steps"),
+}
+
+
+def diagnostic_reason(row: dict) -> str | None:
+    """What makes a run other than the benchmark's, or None. Its data: another Pathfinder difficulty or generator
+    variant, quantised pixels, a row marked ``superseded``; or its schedule: batch size, learning rate, warm-up or
+    steps overridden away from its protocol's (a short probe run, ``scripts/gpu_session.sh`` STAGES=graphs). Such
+    a run is a diagnostic: beside the published number it would mislead."""
+    config = row.get("config") or {}
+    task = config.get("task") or {}
     changes = []
+    schedule = (task.get("protocols") or {}).get(config.get("protocol")) or {}
+    for key, where in SCHEDULE_KEYS.items():
+        value = config
+        for part in where:
+            value = value.get(part) if isinstance(value, dict) else None
+        if key in schedule and value is not None and value != schedule[key]:
+            changes.append(f"{'.'.join(where)}={value} (protocol {config['protocol']}: {schedule[key]})")
     standard = standard_paths().get(str(row.get("task")))
     if standard and task.get("path") not in (None, standard):
         changes.append(f"task.path={task['path']}")
@@ -80,10 +98,11 @@ def load_runs(path: Path) -> pd.DataFrame:
     """Run rows as a table; rows on variant data are left out, with a warning that names them."""
     rows = []
     for r in read_rows(path):
-        variant = data_variant(r)
+        variant = diagnostic_reason(r)
         if variant:
             warnings.warn(
-                f"left out of the tables: {r.get('run_id')} ({variant}), not the benchmark's data", stacklevel=2
+                f"left out of the tables: {r.get('run_id')} ({variant}), not the benchmark's data or schedule",
+                stacklevel=2,
             )
             continue
         rows.append({c: r.get(c) for c in RUN_COLUMNS})

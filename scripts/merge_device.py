@@ -6,7 +6,7 @@ throughput rows. Run it on the folder that `scripts/unpack_device.sh` filled:
 
 Why a script: done by hand each session, it is easy to append a row twice, to forget a curve, or to let a lane's
 copy of the benchmark table (made before the call) overwrite rows that another lane measured meanwhile.
-Rows: only `status: ok` ones on the benchmark's data (not diagnostics: `lra.leaderboard.data_variant`), each
+Rows: only `status: ok` ones on the benchmark's data (not diagnostics: `lra.leaderboard.diagnostic_reason`), each
 once (by run id and time). Benchmark rows: only those newer than the row of
 the same key already in results/bench/<device>.csv. Throughput rows: appended with their source folder, once.
 """
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lra.bench import _key, write_rows  # noqa: E402
-from lra.leaderboard import data_variant  # noqa: E402
+from lra.leaderboard import diagnostic_reason  # noqa: E402
 from lra.results import RUNS_FILE, append_csv_row, append_row, read_rows, write_csv  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def merge_runs(src: Path, results: Path) -> int:
         for row in read_rows(path):
             if row.get("status") != "ok" or (row.get("run_id"), row.get("time")) in done:
                 continue
-            variant = data_variant(row)
+            variant = diagnostic_reason(row)
             if variant:  # a diagnostic on other data: its curve and row stay in the call's folder
                 print(f"not merged: {row.get('run_id')} ({variant})")
                 continue

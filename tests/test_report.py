@@ -213,3 +213,38 @@ def test_runs_on_variant_data_stay_out_of_the_tables(results, capsys):
     md = (results / "tables" / "leaderboard.md").read_text()
     linear = next(line for line in md.splitlines() if line.startswith("| linear |"))
     assert "61.00 (1)" in linear and all(f"{a}.00" not in md for a in (99, 98, 97, 96)) and "70.00 (1)" in md
+
+
+def test_runs_off_their_protocols_schedule_stay_out_of_the_tables(results, capsys):
+    """A short probe run (trainer.max_steps=200 under lra_lite) or one with another learning rate is not a
+    protocol run: its row is left out, named, while a run on the protocol's schedule stays."""
+    schedule = {"batch_size": 256, "lr": 1.0e-4, "warmup_steps": 312, "max_steps": 62400}
+
+    def config(max_steps: int = 62400, lr: float = 1.0e-4) -> dict:
+        return {
+            "protocol": "lra_lite",
+            "task": {
+                "path": "pathfinder32/curv_contour_length_14",
+                "batch_size": 256,
+                "protocols": {"lra_lite": schedule},
+            },
+            "model": {"optim": {"lr": lr, "warmup_steps": 312}},
+            "trainer": {"max_steps": max_steps},
+        }
+
+    for run_id, cfg, acc, seed in (
+        ("probe", config(max_steps=200), 0.55, 0),
+        ("hot", config(lr=1e-3), 0.99, 1),
+        ("full", config(), 0.81, 2),
+    ):
+        row = fixture_row(task="pathfinder", attention="linear", run_id=run_id, config=cfg, test_acc=acc, seed=seed)
+        append_row(results, row)
+    assert run_report(results, "--no-figures") == 0
+    err = capsys.readouterr().err
+    assert "left out of the tables: probe (trainer.max_steps=200 (protocol lra_lite: 62400))" in err
+    assert "left out of the tables: hot (model.optim.lr=0.001 (protocol lra_lite: 0.0001))" in err
+    assert "full (" not in err
+    linear = next(
+        line for line in (results / "tables" / "leaderboard.md").read_text().splitlines() if "| linear |" in line
+    )
+    assert "81.00 (1)" in linear
