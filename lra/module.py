@@ -77,7 +77,7 @@ class LRAClassifier(L.LightningModule):
         """An attention with state that changes between steps (performer's feature redraws) defines
         ``before_training_step()`` and updates it here, outside the (possibly compiled) forward."""
         for module in self.model.modules():
-            if module is not self.model and hasattr(module, "before_training_step"):
+            if hasattr(module, "before_training_step"):
                 module.before_training_step()
 
     def training_step(self, batch, batch_idx):
