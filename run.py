@@ -114,6 +114,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     resumed_from = _resumed_step(ckpt_path)
     if ckpt_path:
         log.info("resuming from %s (step %d)", ckpt_path, resumed_from)
+    fit_start = time.perf_counter()
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     test = trainer.test(model, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)
@@ -127,6 +128,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         best_val_acc=float(best_val) if best_val is not None else None,
         steps=steps,
         train_seconds=round(timer.train_seconds, 3),
+        # what a run costs on the machine (issue 7's time target): validation and the final test included
+        val_seconds=round(timer.val_seconds, 3),
+        wall_seconds=round(time.perf_counter() - fit_start, 3),
         # this process's steps only: a resumed run's earlier steps were timed by the process that ran them
         steps_per_sec=(steps - (resumed_from or 0)) / timer.train_seconds if timer.train_seconds else None,
         tokens_per_sec=timer.tokens / timer.train_seconds if timer.train_seconds else None,

@@ -21,7 +21,7 @@ class ThroughputMonitor(L.Callback):
         self.train_seconds = 0.0
         self.tokens = 0
         self._fit_start = self._val_start = 0.0
-        self._val_seconds = 0.0
+        self.val_seconds = 0.0  # validation inside the fit (this process): evaluation is a large share of a run
         # Steady-state rate: from the end of step ``warmup_steps`` (compilation, cudnn autotuning and the first
         # allocations are over by then) to the end of training, validation excluded.
         self.warmup_steps = warmup_steps
@@ -44,7 +44,7 @@ class ThroughputMonitor(L.Callback):
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self._steady_start, self._steady_from = time.perf_counter(), trainer.global_step
-            self._steady_val = self._val_seconds
+            self._steady_val = self.val_seconds
 
     def on_validation_start(self, trainer, pl_module):
         self._val_start = time.perf_counter()
@@ -53,15 +53,15 @@ class ThroughputMonitor(L.Callback):
         # The sanity check's validation runs before on_train_start: outside the timed span, so not subtracted
         # from it (it was, and a compiled model's first validation made train_seconds negative).
         if (trainer.training or trainer.state.fn == "fit") and not trainer.sanity_checking:
-            self._val_seconds += time.perf_counter() - self._val_start
+            self.val_seconds += time.perf_counter() - self._val_start
 
     def on_train_end(self, trainer, pl_module):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         now = time.perf_counter()
-        self.train_seconds = now - self._fit_start - self._val_seconds
+        self.train_seconds = now - self._fit_start - self.val_seconds
         if self._steady_start is not None:
-            self.steady_seconds = now - self._steady_start - (self._val_seconds - self._steady_val)
+            self.steady_seconds = now - self._steady_start - (self.val_seconds - self._steady_val)
             self.steady_steps = trainer.global_step - self._steady_from
 
 

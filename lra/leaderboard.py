@@ -45,6 +45,7 @@ RUN_COLUMNS = [
     "tokens_per_sec",
     "peak_mem_mb",
     "train_seconds",
+    "wall_seconds",
 ]
 
 

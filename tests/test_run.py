@@ -29,6 +29,7 @@ def test_smoke_run_of_every_task_appends_a_complete_row(cfg_factory, task):
     assert r["data"] == "synthetic" and r["data_source"] == "synthetic"  # no files in tmp data_dir
     assert r["steps"] == 20 and 0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["best_val_acc"] <= 1.0
     assert r["steps_per_sec"] > 0 and r["tokens_per_sec"] > 0 and r["train_seconds"] > 0
+    assert r["val_seconds"] > 0 and r["wall_seconds"] > r["train_seconds"] + r["val_seconds"]  # + the test
     assert r["peak_mem_mb"] > 0 and r["params"] > 1000
     assert r["device"] == "cpu" and r["torch"] == torch.__version__
     assert r["config"]["task"]["name"] == task and r["overrides"] == [f"task={task}"]
@@ -162,6 +163,7 @@ def test_train_seconds_exclude_validation_but_not_the_sanity_check(monkeypatch):
         now[0] = t  # one validation 110-130 s, end at 200 s
         hook(trainer, None)
     assert timer.train_seconds == 200.0 - 100.0 - 20.0
+    assert timer.val_seconds == 20.0
 
 
 def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_factory):
