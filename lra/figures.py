@@ -118,18 +118,19 @@ def seeds(runs: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def curves(runs: pd.DataFrame, results: Path, out: Path) -> list[Path]:
-    """Validation accuracy against training step, one line per run that left a learning curve
-    (``results/curves/<run_id>.csv``, see ``lra.callbacks.LearningCurve``), one panel per task, grey dashes at the
-    majority class: a final accuracy cannot tell a run that never left chance from one that peaked and fell."""
+    """Validation accuracy (top) and loss (bottom) against training step, one line per run that left a learning
+    curve (``results/curves/<run_id>.csv``, see ``lra.callbacks.LearningCurve``), one column per task, grey dashes
+    at the majority class: a final accuracy cannot tell a run that never left chance from one that peaked and
+    fell, and a validation loss that climbs while the accuracy stays at chance is a run memorising its data."""
     if "curve" not in runs:
         return []
     ok = runs[(runs["status"] == "ok") & (runs["data"] == "real") & runs["curve"].notna()]
     paths = []
     for protocol, group in ok.groupby("protocol"):
         tasks = [t for t in (*TASKS, "pathx") if t in set(group["task"])]
-        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        fig, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 6.6), squeeze=False, sharex="col")
         colours = {a: f"C{i}" for i, a in enumerate(sorted(group["attention"].unique()))}
-        for ax, task in zip(axes[0], tasks, strict=True):
+        for ax, loss_ax, task in zip(axes[0], axes[1], tasks, strict=True):
             seen = set()
             for row in group[group["task"] == task].itertuples():
                 path = Path(results) / row.curve
@@ -139,14 +140,18 @@ def curves(runs: pd.DataFrame, results: Path, out: Path) -> list[Path]:
                 label = None if row.attention in seen else row.attention
                 seen.add(row.attention)
                 ax.plot(curve["step"], curve["val/acc"] * 100, color=colours[row.attention], lw=1, label=label)
+                if "val/loss" in curve:
+                    loss_ax.plot(curve["step"], curve["val/loss"], color=colours[row.attention], lw=1)
                 if pd.notna(row.majority_acc):
                     ax.axhline(row.majority_acc * 100, color="grey", ls="--", lw=0.8)
             ax.set_title(task)
-            ax.set_xlabel("training step")
-            ax.grid(alpha=0.3)
+            loss_ax.set_xlabel("training step")
+            for a in (ax, loss_ax):
+                a.grid(alpha=0.3)
             if seen:
                 ax.legend(fontsize=7)
         axes[0][0].set_ylabel("validation accuracy (%)")
+        axes[1][0].set_ylabel("validation loss")
         fig.suptitle(f"Learning curves, protocol {protocol} (grey: majority class)")
         paths += _save(fig, out, f"curves_{_slug(str(protocol))}")
     return paths

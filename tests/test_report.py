@@ -248,3 +248,36 @@ def test_runs_off_their_protocols_schedule_stay_out_of_the_tables(results, capsy
         line for line in (results / "tables" / "leaderboard.md").read_text().splitlines() if "| linear |" in line
     )
     assert "81.00 (1)" in linear
+
+
+def test_curves_figure_plots_validation_loss_under_accuracy(tmp_path, monkeypatch):
+    """The loss row is what shows a run memorising (validation loss up while accuracy stays at chance); a curve
+    file without a loss column (older runs) still gets its accuracy line."""
+    from lra import figures
+
+    (tmp_path / "curves").mkdir()
+    pd.DataFrame({"step": [1, 2], "val/acc": [0.5, 0.5], "val/loss": [0.69, 0.8]}).to_csv(tmp_path / "curves/a.csv")
+    pd.DataFrame({"step": [1, 2], "val/acc": [0.5, 0.9]}).to_csv(tmp_path / "curves/b.csv")
+    runs = pd.DataFrame(
+        [
+            {
+                "status": "ok",
+                "data": "real",
+                "protocol": "lra_lite",
+                "task": "pathfinder",
+                "attention": att,
+                "curve": f"curves/{name}.csv",
+                "majority_acc": 0.5,
+            }
+            for att, name in (("nalaformer", "a"), ("softmax", "b"))
+        ]
+    )
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, stem: saved.append(fig) or [])
+    figures.curves(runs, tmp_path, tmp_path)
+    acc_ax, loss_ax = saved[0].axes  # one task: accuracy above, loss below
+    assert [list(line.get_ydata()) for line in acc_ax.lines if line.get_label() in {"nalaformer", "softmax"}] == [
+        [50.0, 50.0],
+        [50.0, 90.0],
+    ]
+    assert [list(line.get_ydata()) for line in loss_ax.lines] == [[0.69, 0.8]]
