@@ -128,7 +128,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         best_val_acc=float(best_val) if best_val is not None else None,
         steps=steps,
         train_seconds=round(timer.train_seconds, 3),
-        # what a run costs on the machine (issue 7's time target): validation and the final test included
+        # what the run cost on the machine (issue 7's time target), validation and test included; this process only
         val_seconds=round(timer.val_seconds, 3),
         wall_seconds=round(time.perf_counter() - fit_start, 3),
         # this process's steps only: a resumed run's earlier steps were timed by the process that ran them
