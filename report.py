@@ -25,6 +25,8 @@ from lra.leaderboard import (
     board_long,
     board_markdown,
     build_boards,
+    curve_summary,
+    curve_summary_markdown,
     efficiency_markdown,
     load_bench,
     load_published,
@@ -95,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         pd.concat([board_long(b) for b in boards]).to_csv(tables / "leaderboard.csv", index=False)
     print(markdown)
     written = [tables / "leaderboard.md", tables / "leaderboard.csv", tables / "leaderboard.tex"]
+    summary = curve_summary(runs, args.results) if not runs.empty else pd.DataFrame()
+    if not summary.empty:  # when runs left chance and where their validation loss went (results/curves/)
+        (tables / "curves.md").write_text(curve_summary_markdown(summary))
+        written.append(tables / "curves.md")
     if not bench.empty:
         eff = "\n".join(efficiency_markdown(bench, mode) for mode in ("train", "infer"))
         (tables / "efficiency.md").write_text(eff)

@@ -339,6 +339,75 @@ BENCH_COLUMNS = [
 ]
 
 
+CHANCE_MARGIN = 0.05  # a run has left chance once validation accuracy is this far above the majority class
+
+
+def curve_summary(runs: pd.DataFrame, results: Path) -> pd.DataFrame:
+    """One line per run with a learning curve: when validation left chance, its best accuracy, and where the
+    validation loss bottomed out and ended. On Pathfinder the seed decides whether and when a run leaves chance,
+    and a run at chance that memorises shows only in its loss; these are the numbers the diagnostics cite,
+    computed the same way every time."""
+    lines = []
+    ok = runs[(runs["status"] == "ok") & runs["curve"].notna()] if "curve" in runs else runs.iloc[0:0]
+    for r in ok.drop_duplicates(subset=["protocol", "data", "task", "attention", "seed"], keep="last").itertuples():
+        path = Path(results) / r.curve
+        if not path.exists():
+            continue
+        c = pd.read_csv(path)
+        above = c.loc[c["val/acc"] > (r.majority_acc or 0) + CHANCE_MARGIN, "step"]
+        best = c["val/acc"].idxmax()
+        loss = c.get("val/loss")
+        lines.append(
+            {
+                "protocol": r.protocol,
+                "data": r.data,
+                "task": r.task,
+                "attention": r.attention,
+                "seed": r.seed,
+                "test": 100 * r.test_acc,
+                "best_val": 100 * c.at[best, "val/acc"],
+                "best_val_step": int(c.at[best, "step"]),
+                "left_chance_step": int(above.iloc[0]) if len(above) else None,
+                "lowest_val_loss": None if loss is None else float(loss.min()),
+                "lowest_val_loss_step": None if loss is None else int(c.at[loss.idxmin(), "step"]),
+                "last_val_loss": None if loss is None else float(loss.iloc[-1]),
+            }
+        )
+    if not lines:
+        return pd.DataFrame()
+    return pd.DataFrame(lines).sort_values(["protocol", "data", "task", "attention", "seed"], ignore_index=True)
+
+
+def curve_summary_markdown(summary: pd.DataFrame) -> str:
+    def num(v, fmt: str, none: str = MISSING) -> str:
+        return none if v is None or pd.isna(v) else format(int(v) if fmt == "," else v, fmt)
+
+    out = []
+    for (protocol, data), group in summary.groupby(["protocol", "data"], sort=True):
+        out += [
+            f"### Learning curves, protocol `{protocol}`, {data} data",
+            "",
+            "| task | attention | seed | test | best val (step) | left chance at | lowest val loss (step) "
+            "| last val loss |",
+            "|:--|:--|--:|--:|--:|--:|--:|--:|",
+        ]
+        for r in group.itertuples():
+            low = num(r.lowest_val_loss, ".3f")
+            if low != MISSING:
+                low += f" ({int(r.lowest_val_loss_step):,})"
+            out.append(
+                f"| {r.task} | {r.attention} | {r.seed} | {r.test:.2f} | {r.best_val:.2f} ({r.best_val_step:,}) | "
+                f"{num(r.left_chance_step, ',', 'never')} | {low} | {num(r.last_val_loss, '.3f')} |"
+            )
+        out += [
+            "",
+            f"Left chance: the first validation more than {100 * CHANCE_MARGIN:.0f} points above the majority class. "
+            "A validation loss that climbs while the accuracy stays at chance is a run memorising its training data.",
+            "",
+        ]
+    return "\n".join(out)
+
+
 def load_bench(folder: Path) -> pd.DataFrame:
     frames = [pd.read_csv(f) for f in sorted(folder.glob("*.csv"))] if folder.is_dir() else []
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=BENCH_COLUMNS)

@@ -281,3 +281,47 @@ def test_curves_figure_plots_validation_loss_under_accuracy(tmp_path, monkeypatc
         [50.0, 90.0],
     ]
     assert [list(line.get_ydata()) for line in loss_ax.lines] == [[0.69, 0.8]]
+
+
+def test_curve_summary_says_when_each_run_left_chance_and_where_its_loss_went(tmp_path):
+    from lra.leaderboard import curve_summary, curve_summary_markdown
+
+    (tmp_path / "curves").mkdir()
+    steps = [100, 200, 300, 400]
+    curves = {
+        "learns": {"val/acc": [0.50, 0.54, 0.58, 0.80], "val/loss": [0.69, 0.70, 0.60, 0.40]},
+        "memorises": {"val/acc": [0.50, 0.51, 0.52, 0.53], "val/loss": [0.69, 0.75, 0.85, 0.90]},
+        "old": {"val/acc": [0.50, 0.60, 0.70, 0.65]},  # an older curve file: no loss column
+    }
+    for name, cols in curves.items():
+        pd.DataFrame({"step": steps, **cols}).to_csv(tmp_path / "curves" / f"{name}.csv", index=False)
+    base = {"status": "ok", "data": "real", "protocol": "lra_lite", "task": "pathfinder", "majority_acc": 0.5}
+    runs = pd.DataFrame(
+        [
+            {**base, "attention": "softmax", "seed": 0, "test_acc": 0.5, "curve": "curves/memorises.csv"},
+            {**base, "attention": "softmax", "seed": 0, "test_acc": 0.8, "curve": "curves/learns.csv"},  # rerun
+            {**base, "attention": "nalaformer", "seed": 0, "test_acc": 0.52, "curve": "curves/memorises.csv"},
+            {**base, "attention": "linear", "seed": 1, "test_acc": 0.66, "curve": "curves/old.csv"},
+            {**base, "attention": "linear", "seed": 2, "test_acc": 0.7, "curve": "curves/missing.csv"},
+        ]
+    )
+    s = curve_summary(runs, tmp_path).set_index("attention")
+    assert list(s.index) == ["linear", "nalaformer", "softmax"]  # the missing file is skipped
+    soft, nala, lin = s.loc["softmax"], s.loc["nalaformer"], s.loc["linear"]
+    assert soft["test"] == pytest.approx(80.0) and soft["left_chance_step"] == 300  # the latest row of seed 0
+    assert (soft["best_val"], soft["best_val_step"]) == (pytest.approx(80.0), 400)
+    assert (soft["lowest_val_loss"], soft["lowest_val_loss_step"]) == (pytest.approx(0.40), 400)
+    assert pd.isna(nala["left_chance_step"]) and nala["last_val_loss"] == pytest.approx(0.90)
+    assert lin["left_chance_step"] == 200 and pd.isna(lin["lowest_val_loss"])
+    md = curve_summary_markdown(curve_summary(runs, tmp_path))
+    assert "| pathfinder | nalaformer | 0 | 52.00 | 53.00 (400) | never | 0.690 (100) | 0.900 |" in md
+    assert "| pathfinder | linear | 1 | 66.00 | 70.00 (300) | 200 | — | — |" in md
+
+
+def test_report_writes_the_curve_summary(results):
+    curve = results / "curves" / "pf.csv"
+    curve.parent.mkdir()
+    pd.DataFrame({"step": [10, 20], "val/acc": [0.5, 0.7], "val/loss": [0.7, 0.5]}).to_csv(curve, index=False)
+    append_row(results, fixture_row(task="pathfinder", attention="nalaformer", test_acc=0.7, curve="curves/pf.csv"))
+    assert run_report(results, "--no-figures") == 0
+    assert "| pathfinder | nalaformer |" in (results / "tables" / "curves.md").read_text()
