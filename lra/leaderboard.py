@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from attention_zoo import default_config
 from lra.data.pathfinder import GENERATOR_VERSION
 from lra.results import read_rows
 
@@ -95,8 +96,31 @@ def diagnostic_reason(row: dict) -> str | None:
     return ", ".join(changes) or None
 
 
+# How an attention is computed, not what it computes (each path is tested against the reference): a row that set
+# one of these is the same attention as the shipped config.
+IMPLEMENTATION_KEYS = ("impl", "lepe_impl", "eager")
+
+
+def attention_label(row: dict) -> str:
+    """The attention's name, plus every setting that differs from its shipped config (``conf/attention/``):
+    ``nalaformer (lepe=false)``. An ablation is another model; under the bare name it would be counted as one more
+    seed of the default, or replace one."""
+    name = str(row.get("attention"))
+    used = (row.get("config") or {}).get("attention") or {}
+    if used.get("_target_"):  # a class from the user's own package: no shipped config to compare with
+        return name
+    default = default_config(str(used.get("name", name)))
+    changed = []
+    for key, value in sorted(used.items()):
+        if key in IMPLEMENTATION_KEYS or key in {"name", "_target_"} or value == default.get(key):
+            continue
+        changed.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+    return f"{name} ({', '.join(changed)})" if changed else name
+
+
 def load_runs(path: Path) -> pd.DataFrame:
-    """Run rows as a table; rows on variant data are left out, with a warning that names them."""
+    """Run rows as a table, each attention labelled with its non-default settings (``attention_label``); rows on
+    variant data are left out, with a warning that names them."""
     rows = []
     for r in read_rows(path):
         variant = diagnostic_reason(r)
@@ -106,7 +130,7 @@ def load_runs(path: Path) -> pd.DataFrame:
                 stacklevel=2,
             )
             continue
-        rows.append({c: r.get(c) for c in RUN_COLUMNS})
+        rows.append({c: r.get(c) for c in RUN_COLUMNS} | {"attention": attention_label(r)})
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 

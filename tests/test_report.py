@@ -325,3 +325,22 @@ def test_report_writes_the_curve_summary(results):
     append_row(results, fixture_row(task="pathfinder", attention="nalaformer", test_acc=0.7, curve="curves/pf.csv"))
     assert run_report(results, "--no-figures") == 0
     assert "| pathfinder | nalaformer |" in (results / "tables" / "curves.md").read_text()
+
+
+def test_an_ablation_is_a_row_of_its_own_not_one_more_seed(tmp_path):
+    """attention.lepe=false is another model: under the bare name its seed 0 would replace the default's. Settings
+    of how it is computed (impl) keep the name: the same attention, tested equal."""
+    from attention_zoo import default_config
+    from lra.leaderboard import build_boards, load_runs
+
+    def row(acc: float, **attention) -> dict:
+        config = {"attention": {"_target_": None, **default_config("nalaformer", **attention)}}
+        return fixture_row(task="listops", attention="nalaformer", seed=0, test_acc=acc, config=config)
+
+    for r in (row(0.30), row(0.32, impl="reference"), row(0.20, lepe=False, lepe_kernel=3)):
+        append_row(tmp_path, r)
+    (board,) = build_boards(load_runs(tmp_path), load_published(PUBLISHED))
+    assert {a: (c["listops"].mean, c["listops"].n) for a, c in board.cells.items()} == {
+        "nalaformer": (pytest.approx(32.0), 1),  # the latest row of the default's seed 0
+        "nalaformer (lepe=false, lepe_kernel=3)": (pytest.approx(20.0), 1),
+    }
