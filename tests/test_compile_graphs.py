@@ -88,3 +88,20 @@ def test_the_training_loop_hook_drives_performer_redraws(tmp_path):
     for i in range(5):  # steps 1-2 on the first features, 3-4 on the second, 5 on the third
         classifier.on_train_batch_start(None, i)
     assert [m.redraws for m in layers] == [2] * len(layers)
+
+
+@pytest.mark.parametrize(
+    "ablation",
+    [
+        ["attention.lepe=false"],
+        ["attention.rope=false"],
+        ["attention.sign_split=false", "attention.impl=fused"],  # what impl=auto takes on a GPU: no Triton kernel
+    ],
+    ids=["lepe", "rope", "sign_split"],
+)
+def test_nalaformer_ablations_compile_cleanly_too(ablation, tmp_path, monkeypatch):
+    """The ablation switches take other code paths (no convolution, no rotation, plain relu features), and
+    ablation runs go to the GPU under CUDA graphs like the default."""
+    check_compiles_cleanly(
+        "nalaformer", tmp_path, monkeypatch, ["attention=nalaformer", *EXTRA["nalaformer"], *ablation]
+    )
