@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+from omegaconf import OmegaConf
 from torch import nn
 
 
@@ -56,7 +56,8 @@ def default_config(name: str, **overrides: Any) -> dict[str, Any]:
     """The variant's shipped ``conf/attention/<name>.yaml`` (``{"name": name}`` for a class registered without a
     config file), with ``overrides`` applied: what ``run.py attention=<name>`` starts from."""
     path = config_path(name)
-    cfg = yaml.safe_load(path.read_text()) if path.exists() else {"name": name}
+    # Read as Hydra reads it: PyYAML alone takes ``eps: 1e-6`` for a string, where run.py gets a float.
+    cfg = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else {"name": name}
     return {**cfg, **overrides}
 
 

@@ -344,3 +344,17 @@ def test_an_ablation_is_a_row_of_its_own_not_one_more_seed(tmp_path):
         "nalaformer": (pytest.approx(32.0), 1),  # the latest row of the default's seed 0
         "nalaformer (lepe=false, lepe_kernel=3)": (pytest.approx(20.0), 1),
     }
+
+
+def test_a_default_written_without_a_decimal_point_is_not_an_ablation(tmp_path, monkeypatch):
+    """PyYAML reads ``eps: 1e-6`` as a string; Hydra, and so the run's config, as a float. The defaults must be
+    read as Hydra reads them, or every run of such a plugin would be labelled ``(eps=1e-06)``."""
+    import attention_zoo.registry as registry
+    from lra.leaderboard import attention_label
+
+    (tmp_path / "plain.yaml").write_text("name: plain\neps: 1e-6\n")
+    monkeypatch.setattr(registry, "CONF_DIR", tmp_path)
+    row = {"attention": "plain", "config": {"attention": {"_target_": None, "name": "plain", "eps": 1e-06}}}
+    assert attention_label(row) == "plain"
+    row["config"]["attention"]["eps"] = 1e-5
+    assert attention_label(row) == "plain (eps=1e-05)"
