@@ -45,6 +45,8 @@ def test_a_call_merges_once_and_keeps_newer_benchmark_rows(tmp_path):
     append_row(src, fixture_row(task="pathfinder", attention="nalaformer", run_id="r2", time="t1", status="failed"))
     easy = {"task": {"path": "pathfinder32/curv_baseline"}}  # a diagnostic on other data stays out
     append_row(src, fixture_row(task="pathfinder", attention="softmax", run_id="r3", time="t1", config=easy))
+    # a timing run on synthetic stand-ins (no text files on the device) stays out of the leaderboard's rows too
+    append_row(src, fixture_row(task="text", attention="softmax", run_id="r4", time="t1", data="synthetic"))
     # the committed table has a row measured after this lane copied it (another lane, same call)
     (results / "bench").mkdir(parents=True)
     committed = [bench_row("softmax", 5.0, "2026-11-30T03:00"), bench_row("linear", 9.0, "2026-11-29T00:00")]
