@@ -131,6 +131,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         # what the run cost on the machine (issue 7's time target), validation and test included; this process only
         val_seconds=round(timer.val_seconds, 3),
         wall_seconds=round(time.perf_counter() - fit_start, 3),
+        # the same over every process of a resumed run, each counted up to the checkpoint the next one resumed from
+        run_wall_seconds=round(timer.earlier_fit_seconds + time.perf_counter() - fit_start, 3),
+        run_val_seconds=round(timer.earlier_val_seconds + timer.val_seconds, 3),
         # this process's steps only: a resumed run's earlier steps were timed by the process that ran them
         steps_per_sec=(steps - (resumed_from or 0)) / timer.train_seconds if timer.train_seconds else None,
         tokens_per_sec=timer.tokens / timer.train_seconds if timer.train_seconds else None,

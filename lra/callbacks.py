@@ -30,8 +30,33 @@ class ThroughputMonitor(L.Callback):
         self._steady_val = 0.0
         self.steady_steps = 0
         self.steady_seconds = 0.0
+        # A run cut short and resumed is one run that cost several processes: the checkpoint carries what the
+        # earlier ones spent up to it (fit wall time and validation), so the row can say what the whole run cost.
+        self._process_start: float | None = None
+        self.earlier_fit_seconds = 0.0
+        self.earlier_val_seconds = 0.0
+        self._loaded: dict[str, float] | None = None
+
+    def setup(self, trainer, pl_module, stage):
+        if stage == "fit":
+            self._process_start = time.perf_counter()
+
+    def state_dict(self) -> dict[str, float]:
+        spent = time.perf_counter() - self._process_start if self._process_start is not None else 0.0
+        return {
+            "fit_seconds": self.earlier_fit_seconds + spent,
+            "val_seconds": self.earlier_val_seconds + self.val_seconds,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        # Taken up when training starts: testing from the best checkpoint loads callback state as well, and that
+        # is not an earlier process's time.
+        self._loaded = state_dict
 
     def on_train_start(self, trainer, pl_module):
+        loaded = self._loaded or {}
+        self.earlier_fit_seconds = float(loaded.get("fit_seconds", 0.0))
+        self.earlier_val_seconds = float(loaded.get("val_seconds", 0.0))
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         self._fit_start = time.perf_counter()

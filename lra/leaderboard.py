@@ -47,6 +47,7 @@ RUN_COLUMNS = [
     "peak_mem_mb",
     "train_seconds",
     "wall_seconds",
+    "run_wall_seconds",
 ]
 
 

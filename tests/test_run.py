@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -136,14 +137,21 @@ def crash_at_step(cfg, monkeypatch, step: int) -> None:
 
 def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
     cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
+    start = time.perf_counter()
     crash_at_step(cfg, monkeypatch, 12)
+    crashed_seconds = time.perf_counter() - start
     assert read_rows(cfg.results_dir) == []
     row = run.train(cfg)
     assert row["resumed_from_step"] == 10 and row["steps"] == 20
     # the rate counts the 10 steps this process ran, not the 10 the crashed one did before
     assert row["steps_per_sec"] * row["train_seconds"] == pytest.approx(10, rel=0.01)
+    # what the whole run cost: this process plus the crashed one's time up to its checkpoint at step 10
+    earlier = row["run_wall_seconds"] - row["wall_seconds"]
+    assert 0 < earlier < crashed_seconds
+    assert row["run_val_seconds"] > row["val_seconds"] > 0  # both processes validated (steps 5, 10 and 15, 20)
     again = run.train(cfg)  # finished runs leave no last.ckpt: the same command starts afresh
     assert again["resumed_from_step"] is None
+    assert again["run_wall_seconds"] == pytest.approx(again["wall_seconds"], abs=0.01)
 
 
 def test_train_seconds_exclude_validation_but_not_the_sanity_check(monkeypatch):
