@@ -62,3 +62,14 @@ def test_top_operators_are_kept_in_a_file_beside_the_rows(tmp_path, capsys):
     text = profile.read_text()
     assert text.startswith("experiment=smoke attention=linear") and "per step: cpu time" in text
     assert "per step: cpu time" in capsys.readouterr().out
+
+
+def test_the_compiled_model_can_be_profiled(tmp_path):
+    """What a compiled run spends its device time in: the profile goes through Inductor's code."""
+    out = tmp_path / "tp.csv"
+    args = ["experiment=smoke", "attention=linear", f"data_dir={tmp_path / 'data'}", "--steps", "2", "--out", str(out)]
+    assert throughput.main([*args, "--settings", "baseline", "--top", "40", "--profile-compiled"]) == 0
+    text = (tmp_path / "tp-profile-linear-compiled.txt").read_text()
+    assert text.splitlines()[0].endswith("(compiled)") and "per step: cpu time" in text
+    assert "Torch-Compiled Region" in text or "CompiledFunction" in text
+    assert pd.isna(pd.read_csv(out).attention_fraction.iloc[0])  # no ranges to attribute under Inductor
