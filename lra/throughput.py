@@ -116,7 +116,8 @@ def attention_fraction(
     if compiled:
         from lra.model import compile_model
 
-        compile_model(model.model, dynamic=False)  # compiled in the warm-up steps below, not profiled
+        # as run.py compiles it (shapes as trainer.compile_dynamic says), in the warm-up steps below, not profiled
+        compile_model(model.model, dynamic=resolved["trainer"]["compile_dynamic"])
     data = LRADataModule(task, cfg.data_dir, task["batch_size"], cache_dir=cfg.cache_dir)
     batches = iter(data.train_dataloader())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda")
