@@ -118,6 +118,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     test = trainer.test(model, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)
+    wall = time.perf_counter() - fit_start
 
     # result row
     steps = trainer.global_step
@@ -130,9 +131,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         train_seconds=round(timer.train_seconds, 3),
         # what the run cost on the machine (issue 7's time target), validation and test included; this process only
         val_seconds=round(timer.val_seconds, 3),
-        wall_seconds=round(time.perf_counter() - fit_start, 3),
+        wall_seconds=round(wall, 3),
         # the same over every process of a resumed run, each counted up to the checkpoint the next one resumed from
-        run_wall_seconds=round(timer.earlier_fit_seconds + time.perf_counter() - fit_start, 3),
+        run_wall_seconds=round(timer.earlier_fit_seconds + wall, 3),
         run_val_seconds=round(timer.earlier_val_seconds + timer.val_seconds, 3),
         # this process's steps only: a resumed run's earlier steps were timed by the process that ran them
         steps_per_sec=(steps - (resumed_from or 0)) / timer.train_seconds if timer.train_seconds else None,
