@@ -114,8 +114,9 @@ for stage in $STAGES; do
     rm -rf "$OUT/graphs/ckpt"
     ;;
   pruns)
-    # Many small runs at once: a 2-layer LRA-lite model leaves the GPU idle most of each step (launch-bound), so
-    # PER_GPU runs share each GPU. Each run logs to $OUT/logs/; rows go to $OUT/runs.jsonl (appends are locked).
+    # Many small runs at once: run eagerly, a 2-layer LRA-lite model leaves the GPU idle most of each step
+    # (launch-bound), so PER_GPU runs share each GPU. Under CUDA graphs one run keeps the GPU busy (session 13: five
+    # at once did 22% less work per second than one alone), so use PER_GPU=1 there. Each run logs to $OUT/logs/; rows go to $OUT/runs.jsonl (appends are locked).
     # GPUS (e.g. "1") keeps them on some GPUs, so that another script instance can time kernels on the others.
     read -ra gpus <<<"$(echo "${GPUS:-$(seq -s ' ' 0 $(($(nvidia-smi -L | wc -l) - 1)))}" | tr ',' ' ')"
     ngpu=${#gpus[@]}; per=${PER_GPU:-4}; pids=(); slot_pid=(); mkdir -p "$OUT/logs"
