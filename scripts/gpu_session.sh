@@ -23,6 +23,9 @@ EXPERIMENT=${EXPERIMENT:-lra_lite}  # tests/test_gpu_session.py runs the stages 
 # put them back under checkpoints/device/ here and name that folder in the next call's carry.
 CKPT=${CKPT:-$PWD/checkpoints/device}
 STAGES=${STAGES:-"gen bench throughput runs"}
+# Generator processes: every core the script may use. Not `nproc`, which answers OMP_NUM_THREADS when that is set:
+# a call that set it for its training runs generated its data on 3 of 16 cores (session 13: 154 s instead of ~40).
+CORES=$(python3 -c "import os; print(len(os.sched_getaffinity(0)))")
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
 # Seconds a run started now may take: up to DEADLINE seconds into the call (default 570, inside the tool's 600 s
@@ -38,10 +41,10 @@ python3 -c "import torch, lightning, hydra, torchmetrics; print('torch', torch._
 for stage in $STAGES; do
   case $stage in
   gen)
-    echo "== [$(elapsed)s] ListOps 96K/2K/2K (official settings)"
+    echo "== [$(elapsed)s] ListOps 96K/2K/2K (official settings), data generated on $CORES cores"
     if [ "${LISTOPS:-1}" = 0 ]; then echo "skipped (LISTOPS=0)"; elif [ -e $DATA/listops-1000/basic_test.tsv ]; then
       echo "already here (warm machine)"; else
-      /usr/bin/time -f "listops wall %e s, cpu %U s" python3 -m lra.data listops --out $DATA --workers "$(nproc)"
+      /usr/bin/time -f "listops wall %e s, cpu %U s" python3 -m lra.data listops --out $DATA --workers "$CORES"
     fi
     # Pathfinder-32 (PF_IMAGES, default 200,000; 0 = none) and Path-X, 128x128 (PX_IMAGES, default 0), both hard
     # unless PF_DIFFICULTY names others ("hard easy": also curv_baseline, for a diagnostic run).
@@ -51,7 +54,7 @@ for stage in $STAGES; do
       [ "$num" = 0 ] && continue
       echo "== [$(elapsed)s] Pathfinder ${res}x$res ${PF_DIFFICULTY:-hard}, $num images"
       /usr/bin/time -f "pathfinder$res wall %e s, cpu %U s" python3 -m lra.data pathfinder --out $DATA \
-        --resolution "$res" --num-images "$num" --workers "$(nproc)" --difficulty ${PF_DIFFICULTY:-hard} | tail -2
+        --resolution "$res" --num-images "$num" --workers "$CORES" --difficulty ${PF_DIFFICULTY:-hard} | tail -2
     done
     # Generator variants at 32x32 for diagnostics, PF_VARIANTS="DIFFICULTY:NAME:FIELD=V;FIELD=V ..." (written to
     # pathfinder32/NAME, run with task.path=pathfinder32/NAME), e.g. "easy:easy-nodistract:num_distractor_snakes=0".
@@ -60,7 +63,7 @@ for stage in $STAGES; do
       echo "== [$(elapsed)s] Pathfinder 32x32 variant $name ($diff, $sets), ${PF_IMAGES:-200000} images"
       # shellcheck disable=SC2046
       python3 -m lra.data pathfinder --out $DATA --resolution 32 --num-images "${PF_IMAGES:-200000}" \
-        --workers "$(nproc)" --difficulty "$diff" --name "$name" $(for s in ${sets//;/ }; do echo "--set $s"; done) | tail -2
+        --workers "$CORES" --difficulty "$diff" --name "$name" $(for s in ${sets//;/ }; do echo "--set $s"; done) | tail -2
     done
     ;;
   probe)

@@ -169,8 +169,12 @@ def test_no_run_left_to_start_does_not_hang(tmp_path):
 
 
 def test_gen_writes_pathfinder_and_pathx_and_skips_listops_on_request(tmp_path):
-    res, _ = session(tmp_path, timeout=300, STAGES="gen", LISTOPS="0", PF_IMAGES="12", PX_IMAGES="4")
+    # OMP_NUM_THREADS, set for the training runs, must not shrink the generator's pool (`nproc` follows it)
+    res, _ = session(
+        tmp_path, timeout=300, STAGES="gen", LISTOPS="0", PF_IMAGES="12", PX_IMAGES="4", OMP_NUM_THREADS="1"
+    )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert f"data generated on {len(os.sched_getaffinity(0))} cores" in res.stdout
     assert "skipped (LISTOPS=0)" in res.stdout and not (tmp_path / "data" / "listops-1000").exists()
     for res_dir, num in (("pathfinder32", 12), ("pathfinder128", 4)):
         images = list((tmp_path / "data" / res_dir / "curv_contour_length_14" / "imgs").rglob("*.png"))
