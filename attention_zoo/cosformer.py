@@ -19,6 +19,12 @@ Deviations, both for padding (LRA batches are padded to a fixed length):
   i in 1..M so the weights stay non-negative.
 
 Padded keys are left out of the state and the normaliser.
+
+``index="position"`` uses the official indexing instead: i = 1..N over all tokens, M = N. It matters where
+padding is *inside* a sequence: in the image tasks pixel value 0 is padding (LRA's convention), so in Pathfinder
+the valid tokens are the bright pixels, and the default rank counts bright pixels, not places in the image. For
+right-padded sequences the two differ only in M. An ablation switch: cosformer stayed at chance on Pathfinder with
+the default (session 13).
 """
 
 from __future__ import annotations
@@ -31,28 +37,35 @@ import torch.nn.functional as F
 from attention_zoo.base import MultiHeadAttention, at_least_fp32
 from attention_zoo.registry import register
 
+INDEXES = ("rank", "position")
 
-def cos_angles(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """pi/2 * i / M per token, (B, 1, N, 1): i = 1-based rank among valid tokens, M = valid tokens per sequence."""
-    index = mask.cumsum(dim=-1).to(dtype)  # (B, N)
+
+def cos_angles(mask: torch.Tensor, dtype: torch.dtype, index: str = "rank") -> torch.Tensor:
+    """pi/2 * i / M per token, (B, 1, N, 1). ``rank``: i = 1-based rank among valid tokens, M = valid tokens per
+    sequence; ``position``: i = 1..N, M = N (the official code)."""
+    if index == "position":
+        n = mask.shape[-1]
+        positions = torch.arange(1, n + 1, device=mask.device, dtype=dtype)
+        return (math.pi / 2 * positions / n).expand(mask.shape)[:, None, :, None]
+    ranks = mask.cumsum(dim=-1).to(dtype)  # (B, N)
     count = mask.sum(dim=-1, keepdim=True).to(dtype)  # (B, 1)
-    return (math.pi / 2 * index / count)[:, None, :, None]
+    return (math.pi / 2 * ranks / count)[:, None, :, None]
 
 
-def cosformer_reference(q, k, v, mask, eps: float = 1e-6) -> torch.Tensor:
+def cosformer_reference(q, k, v, mask, eps: float = 1e-6, index: str = "rank") -> torch.Tensor:
     """The directly re-weighted N x N matrix: (relu(Q) relu(K)^T) * cos(pi/2 (i - j)/M), padded keys zeroed."""
     keep = mask[:, None, :, None]
     q, k, v = F.relu(q), F.relu(k).masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
-    angle = cos_angles(mask, q.dtype)
+    angle = cos_angles(mask, q.dtype, index)
     weights = (q @ k.transpose(-1, -2)) * torch.cos(angle - angle.transpose(-1, -2))  # (B, H, N, N)
     return (weights @ v) / weights.sum(dim=-1, keepdim=True).clamp_min(eps)
 
 
-def cosformer_linear(q, k, v, mask, eps: float = 1e-6) -> torch.Tensor:
+def cosformer_linear(q, k, v, mask, eps: float = 1e-6, index: str = "rank") -> torch.Tensor:
     """The same in O(N d^2): the cos/sin decomposition as one linear attention over 2d-wide features."""
     keep = mask[:, None, :, None]
     q, k, v = F.relu(q), F.relu(k).masked_fill(~keep, 0.0), v.masked_fill(~keep, 0.0)
-    angle = cos_angles(mask, q.dtype)
+    angle = cos_angles(mask, q.dtype, index)
     sin, cos = torch.sin(angle), torch.cos(angle)
     phi_q = torch.cat([q * sin, q * cos], dim=-1)  # (B, H, N, 2d)
     phi_k = torch.cat([k * sin, k * cos], dim=-1)
@@ -63,12 +76,14 @@ def cosformer_linear(q, k, v, mask, eps: float = 1e-6) -> torch.Tensor:
 
 @register("cosformer", complexity="O(N)", source="Qin et al. 2022, cosFormer: Rethinking Softmax in Attention")
 class CosformerAttention(MultiHeadAttention):
-    def __init__(self, dim: int, num_heads: int, impl: str = "auto", eps: float = 1e-6):
+    def __init__(self, dim: int, num_heads: int, impl: str = "auto", eps: float = 1e-6, index: str = "rank"):
         super().__init__(dim, num_heads, impl=impl)
-        self.eps = eps
+        if index not in INDEXES:
+            raise ValueError(f"attention.index={index!r}: use one of {', '.join(INDEXES)}")
+        self.eps, self.index = eps, index
 
     def attend(self, q, k, v, mask):
         kernel = cosformer_reference if self.use_reference else cosformer_linear
         with torch.autocast(q.device.type, enabled=False):
-            out = kernel(*at_least_fp32(q, k, v), mask, self.eps)
+            out = kernel(*at_least_fp32(q, k, v), mask, self.eps, self.index)
         return out.to(q.dtype)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from attention_zoo import build_attention
-from attention_zoo.cosformer import cosformer_linear, cosformer_reference
+from attention_zoo.cosformer import CosformerAttention, cosformer_linear, cosformer_reference
 from attention_zoo.linear import linear_form
 from attention_zoo.performer import PerformerAttention, favor_features, gaussian_orthogonal_matrix
 from attention_zoo.softmax import softmax_reference
@@ -231,3 +231,37 @@ def test_cosformer_padded_sequence_equals_the_unpadded_one():
     padded = cosformer_linear(q, k, v, padding_mask(1, 12, (8,)))
     alone = cosformer_linear(q[:, :, :8], k[:, :, :8], v[:, :, :8], padding_mask(1, 8, None))
     torch.testing.assert_close(padded[:, :, :8], alone, rtol=1e-12, atol=1e-12)
+
+
+def test_cosformer_position_index_counts_places_not_valid_tokens():
+    """index="position" (official): i = 1..N over all tokens and M = N, so with padding inside the sequence
+    (pixel 0 in the image tasks) the weights follow places in the sequence; both paths agree."""
+    n = 9
+    mask = torch.tensor([[1, 0, 0, 1, 1, 0, 1, 0, 1]], dtype=torch.bool)
+    q = torch.ones(1, 1, n, 3, dtype=torch.float64)
+    v = torch.eye(n, dtype=torch.float64)[None, None]
+    valid = [j for j in range(n) if mask[0, j]]
+    for kernel in (cosformer_linear, cosformer_reference):
+        out = kernel(q, q.clone(), v, mask, index="position")
+        for i in valid:
+            w = [math.cos(math.pi / 2 * (i - j) / n) if j in valid else 0.0 for j in range(n)]
+            expected = torch.tensor([x / sum(w) for x in w], dtype=torch.float64)
+            torch.testing.assert_close(out[0, 0, i], expected, rtol=1e-12, atol=1e-12)
+    # the default counts valid tokens: token 3 is the 2nd of 5, not the 4th of 9
+    rank = cosformer_reference(q, q.clone(), v, mask)
+    assert not torch.allclose(rank[0, 0, 3], out[0, 0, 3])
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 2, n, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.rand(2, n, generator=g) > 0.4
+    mask[:, 0] = True
+    torch.testing.assert_close(
+        cosformer_linear(q, k, v, mask, index="position")[mask[:, None].expand(-1, 2, -1)],
+        cosformer_reference(q, k, v, mask, index="position")[mask[:, None].expand(-1, 2, -1)],
+        rtol=1e-10,
+        atol=1e-10,
+    )
+
+
+def test_cosformer_unknown_index_is_named():
+    with pytest.raises(ValueError, match="attention.index='raster'"):
+        CosformerAttention(8, 2, index="raster")
