@@ -46,8 +46,6 @@ RUN_COLUMNS = [
     "tokens_per_sec",
     "peak_mem_mb",
     "train_seconds",
-    "wall_seconds",
-    "run_wall_seconds",
 ]
 
 
