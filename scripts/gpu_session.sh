@@ -36,6 +36,18 @@ time_left() {
   echo "$left"
 }
 echo "== $(date -Is) $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader)"
+# MPS=1: CUDA's Multi-Process Service, so that runs sharing a GPU run their kernels side by side rather than taking
+# turns (time-slicing: five graph-replaying runs on one H200 did 22% less work together than one alone, session 13,
+# though each run's kernels fill a small part of the 132 SMs). A machine without it goes on time-sliced.
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d; then
+    echo "== MPS on"; trap 'echo quit | nvidia-cuda-mps-control' EXIT
+  else
+    echo "== MPS not available here: runs that share a GPU take turns on it"; unset CUDA_MPS_PIPE_DIRECTORY
+  fi
+fi
 python3 -c "import torch, lightning, hydra, torchmetrics; print('torch', torch.__version__, 'lightning', lightning.__version__, 'hydra', hydra.__version__, 'cuda', torch.version.cuda)"
 
 for stage in $STAGES; do
@@ -126,13 +138,19 @@ for stage in $STAGES; do
     echo "== [$(elapsed)s] parallel runs: GPUs ${gpus[*]} x $per"
     # A spec may carry overrides of its own after a fourth colon, comma-separated (a diagnostic variant):
     #   pathfinder:softmax:0:task.path=pathfinder32/curv_baseline,model.optim.lr=1e-3
+    # and may end in @N to run on GPU N only (one of GPUS): e.g. one attention's five tasks on GPU 0, others on 1.
     for spec in ${RUNS:-}; do
+      pin=; [[ "$spec" == *@* ]] && { pin=${spec##*@}; spec=${spec%@*}; }
+      if [ -n "$pin" ] && [[ " ${gpus[*]} " != *" $pin "* ]]; then
+        echo "== $spec@$pin: GPU $pin is not among GPUS (${gpus[*]}); name one of those after @"; continue
+      fi
       IFS=: read -r task att seed own <<<"$spec"
       # The next run takes the first free slot (slot s runs on GPU s mod ngpu), so a GPU whose run ended early gets
       # the next one, not the GPU next in turn (round robin once put two runs on one GPU and left the other idle).
       slot=
       while [ -z "$slot" ]; do
         for ((s = 0; s < ngpu * per; s++)); do
+          [ -n "$pin" ] && [ "${gpus[$((s % ngpu))]}" != "$pin" ] && continue
           if [ -z "${slot_pid[$s]:-}" ] || ! kill -0 "${slot_pid[$s]}" 2>/dev/null; then slot=$s; break; fi
         done
         [ -z "$slot" ] && sleep 2

@@ -216,3 +216,42 @@ def test_graphs_stage_runs_each_variant_alone_and_lists_cpu_kernels(tmp_path):
     assert not (out / "graphs" / "ckpt").exists()  # checkpoints of probe runs do not travel back
     (row,) = rows(out / "graphs" / "runs.jsonl")
     assert row["compile"] is True and row["steps"] == 2
+
+
+def test_a_spec_ending_in_at_n_runs_on_gpu_n_only(tmp_path):
+    # Both pinned runs go to GPU 1 (the second waits for its slot, GPU 0 stays free); a pin outside GPUS is named
+    # and skipped, not waited on forever.
+    res, out = session(
+        tmp_path,
+        STAGES="pruns",
+        RUNS="listops:softmax:0@1 listops:linear:0@1 listops:linear:1@7",
+        PER_GPU="1",
+        RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    first = {p.name: p.read_text().splitlines()[0] for p in (out / "logs").iterdir()}
+    assert first == {
+        "listops-softmax-0.log": "CUDA_VISIBLE_DEVICES=1 listops:softmax:0",
+        "listops-linear-0.log": "CUDA_VISIBLE_DEVICES=1 listops:linear:0",
+    }
+    assert "listops:linear:1@7: GPU 7 is not among GPUS (0 1)" in res.stdout
+    assert len(rows(out / "runs.jsonl")) == 2
+
+
+@pytest.mark.parametrize("have_mps", [True, False])
+def test_mps_is_started_and_stopped_or_its_absence_said(tmp_path, have_mps):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    calls = tmp_path / "mps_calls"
+    if have_mps:  # a stand-in that records how it was called and what it read
+        (bin_dir / "nvidia-cuda-mps-control").write_text(
+            f'#!/bin/sh\n[ -z "$1" ] && read -r line\necho "$* $CUDA_MPS_PIPE_DIRECTORY ${{line:-}}" >>{calls}\n'
+        )
+        (bin_dir / "nvidia-cuda-mps-control").chmod(0o755)
+    res, _ = session(tmp_path, STAGES="none", MPS="1")  # no stage: only the start and the end
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    if have_mps:
+        assert "== MPS on" in res.stdout
+        assert calls.read_text().split("\n")[:2] == ["-d /tmp/mps-pipe ", " /tmp/mps-pipe quit"]
+    else:
+        assert "== MPS not available here" in res.stdout
