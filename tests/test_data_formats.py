@@ -132,7 +132,7 @@ def test_cache_hit_corruption_and_invalidation(tmp_path, cfg_factory, caplog):
     second = load_splits(task, cfg.data_dir, cache_dir=cfg.cache_dir)
     assert not first.from_cache and second.from_cache
     np.testing.assert_array_equal(np.asarray(second.train.ids), first.train.ids)
-    entry = next(p for p in (tmp_path / "data" / ".cache").iterdir())
+    entry = next(p for p in (tmp_path / "data" / ".cache").iterdir() if p.is_dir())  # beside it: its lock
     # corrupt one array: detected by its CRC, rebuilt
     f = entry / "train_ids.npy"
     data = bytearray(f.read_bytes())
@@ -150,6 +150,43 @@ def test_cache_hit_corruption_and_invalidation(tmp_path, cfg_factory, caplog):
     fourth = load_splits(task, cfg.data_dir, cache_dir=cfg.cache_dir)
     assert not fourth.from_cache and len(fourth.train.labels) == 14
     assert not load_splits({**task, "seq_len": 7}, cfg.data_dir, cache_dir=cfg.cache_dir).from_cache
+
+
+BUILD_ONCE = """
+import sys, time, numpy as np
+from lra.data.cache import cached_arrays
+def build():
+    with open(sys.argv[2], "a") as f:
+        f.write("built\\n")
+    time.sleep(1.5)  # long enough that the others arrive while it builds
+    return {"x": np.arange(10)}
+arrays, hit = cached_arrays(sys.argv[1], "t", {"k": 1}, build)
+print(int(arrays["x"].sum()), hit)
+"""
+
+
+def test_processes_wanting_one_missing_entry_build_it_once(tmp_path):
+    # Five Pathfinder runs started together on a fresh machine once each decoded 200K PNGs (session 14): the
+    # first builds, the others wait for its lock and load what it wrote.
+    import subprocess
+    import sys
+
+    log = tmp_path / "builds.log"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", BUILD_ONCE, str(tmp_path / "cache"), str(log)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    assert log.read_text().splitlines() == ["built"]
+    assert sorted(o[0].split()[1] for o in outs) == ["False", "True", "True"]
+    assert {o[0].split()[0] for o in outs} == {"45"}
+    assert sum("another process is building it" in o[1] for o in outs) >= 1
 
 
 def test_length_grouped_batches_cover_each_example_once_and_trim_padding():

@@ -3,7 +3,9 @@
 Why: decoding 200K Pathfinder PNGs or 150K AAN pairs takes minutes; loading the arrays back takes seconds.
 A cache entry is a folder ``<cache_dir>/<task>-<key>/`` with one ``.npy`` per array and ``meta.json``, written
 last, that records each file's size and CRC32. No ``meta.json`` means a partial entry; a size or CRC mismatch
-means corruption: either way the entry is rebuilt. Arrays are memory-mapped on load.
+means corruption: either way the entry is rebuilt. Arrays are memory-mapped on load. Processes that want the same
+missing entry build it once: the first takes a lock file beside it, the others wait and then load what it wrote
+(five Pathfinder runs started together on a fresh machine once each decoded the 200K PNGs, session 14).
 """
 
 from __future__ import annotations
@@ -13,12 +15,19 @@ import json
 import logging
 import os
 import shutil
+import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, concurrent builds each write their own copy as before
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -76,7 +85,39 @@ def cached_arrays(
     Returns the arrays and whether they came from the cache."""
     entry = Path(cache_dir) / f"{name}-{cache_key(material)}"
     if (meta := _valid(entry)) is not None:
-        return {k: np.load(entry / f"{k}.npy", mmap_mode="r") for k in meta["files_order"]}, True
+        return _load(entry, meta), True
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with _build_lock(entry):
+        if (meta := _valid(entry)) is not None:  # built by the process we waited for
+            return _load(entry, meta), True
+        return _build(entry, material, build), False
+
+
+def _load(entry: Path, meta: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {k: np.load(entry / f"{k}.npy", mmap_mode="r") for k in meta["files_order"]}
+
+
+@contextmanager
+def _build_lock(entry: Path) -> Iterator[None]:
+    """Holds ``<entry>.lock`` exclusively; released when the holder exits, also if it crashes."""
+    if fcntl is None:
+        yield
+        return
+    with entry.with_name(entry.name + ".lock").open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("cache %s: another process is building it; waiting for it", entry)
+            start = time.perf_counter()
+            fcntl.flock(f, fcntl.LOCK_EX)
+            log.info("cache %s: waited %.0fs", entry, time.perf_counter() - start)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _build(entry: Path, material: dict[str, Any], build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     arrays = build()
     tmp = entry.with_name(entry.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -94,4 +135,4 @@ def cached_arrays(
         tmp.rename(entry)
     except OSError:  # another process stored the same entry first: theirs is as good as ours
         shutil.rmtree(tmp, ignore_errors=True)
-    return arrays, False
+    return arrays
