@@ -9,6 +9,7 @@ a ``failed`` row and the sweep goes on; a single run exits non-zero.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from lra import LRAError
-from lra.callbacks import LearningCurve, ThroughputMonitor, peak_memory_mb
+from lra.callbacks import BestCheckpoint, LearningCurve, ThroughputMonitor, peak_memory_mb
 from lra.data.datamodule import LRADataModule
 from lra.model import compile_model
 from lra.module import LRAClassifier
@@ -77,8 +78,14 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
 
     # trainer
     ckpt_dir = Path(cfg.checkpoint_dir) / row["run_id"]
+    legacy = Path(cfg.checkpoint_dir) / run_id(config, legacy=True)
+    if legacy != ckpt_dir and legacy.exists() and not ckpt_dir.exists():  # a run cut short under the old ids
+        with contextlib.suppress(OSError):  # another rank of the same run renamed it first
+            legacy.rename(ckpt_dir)
+        log.info("checkpoints of %s moved to %s (run ids no longer include the protocol table)", legacy, ckpt_dir)
     resume = ckpt_dir / "last.ckpt"
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max")
+    start = math.ceil(t.pop("select_best_after") * t["max_steps"])
+    best = BestCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val/acc", mode="max", start_step=start)
     # A second checkpoint, overwritten at every validation, is what an interrupted run resumes from.
     last = ModelCheckpoint(
         dirpath=ckpt_dir,
@@ -169,6 +176,7 @@ OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer"
 RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
 RESULT_NEUTRAL_TRAINER_KEYS = ("compile", "compile_mode", "compile_dynamic", "enable_progress_bar", "progress_refresh")
 RESULT_NEUTRAL_ATTENTION_KEYS = ("lepe_impl",)  # the layout of the same convolution (tested equal to nn.Conv1d)
+ADDED_KEYS = {("trainer", "select_best_after"): 0.0}  # (group, key): the default that behaves as before the key
 
 
 def check_config(config: dict[str, Any]) -> None:
@@ -184,10 +192,15 @@ def check_config(config: dict[str, Any]) -> None:
     lr = config["model"]["optim"].get("lr")
     if isinstance(lr, bool) or not isinstance(lr, int | float) or lr <= 0:
         raise LRAError(f"model.optim.lr={lr!r}: expected a positive number")
+    after = config["trainer"].get("select_best_after")
+    if isinstance(after, bool) or not isinstance(after, int | float) or not 0 <= after < 1:
+        raise LRAError(f"trainer.select_best_after={after!r}: expected a fraction of max_steps in [0, 1)")
 
 
-def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Everything known before training; the same config always gives the same run_id (checkpoint folder)."""
+def run_id(config: dict[str, Any], legacy: bool = False) -> str:
+    """The same config always gives the same run_id (its checkpoint folder). ``legacy``: the id it had before
+    the lra_sky preset came (session 14), when the protocol table (then without it) was part of it: a run cut
+    short under that id still resumes."""
     identity = {
         k: v
         for k, v in config.items()
@@ -195,15 +208,32 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
         not in {"results_dir", "checkpoint_dir", "resume", "num_workers", "data_on_device", "data_dir", "cache_dir"}
     }
     # Batch shapes for evaluation and padding change the speed, never the result (tested): a run cut short may
-    # resume with other values.
-    identity["task"] = {k: v for k, v in config["task"].items() if k not in RESULT_NEUTRAL_TASK_KEYS}
+    # resume with other values. The protocol presets (task.protocols) are a table the config reads from: the values
+    # a run uses are in it already, and a preset added to the table must not rename every run (orphaning the
+    # checkpoints of runs cut short).
+    identity["task"] = {
+        k: v for k, v in config["task"].items() if k not in RESULT_NEUTRAL_TASK_KEYS and k != "protocols"
+    }
+    if legacy and "protocols" in config["task"]:
+        identity["task"]["protocols"] = {k: v for k, v in config["task"]["protocols"].items() if k != "lra_sky"}
     # Nor do compilation (the same model, fused; rounding differs as it does between GPU runs) and the progress bar.
     identity["trainer"] = {k: v for k, v in config["trainer"].items() if k not in RESULT_NEUTRAL_TRAINER_KEYS}
     identity["attention"] = {k: v for k, v in config["attention"].items() if k not in RESULT_NEUTRAL_ATTENTION_KEYS}
+    # A key added after runs began, left at the default that gives the old behaviour, keeps their run ids, so runs
+    # cut short before it came still resume.
+    for (group, key), default in ADDED_KEYS.items():
+        if identity.get(group, {}).get(key, default) == default:
+            identity[group].pop(key, None)
     digest = hashlib.sha1(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     task, attention = config["task"]["name"], config["attention"].get("_target_") or config["attention"]["name"]
+    return f"{task}-{attention}-s{config['seed']}-{digest}"
+
+
+def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Everything known before training."""
+    task, attention = config["task"]["name"], config["attention"].get("_target_") or config["attention"]["name"]
     return {
-        "run_id": f"{task}-{attention}-s{config['seed']}-{digest}",
+        "run_id": run_id(config),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "status": "failed",
         "task": task,

@@ -18,6 +18,32 @@ def test_lra_lite_listops_is_the_nystromformer_setting(cfg_factory):
 
 
 @pytest.mark.parametrize(
+    "task, schedule",
+    [
+        ("listops", (32, 1e-4, 1000, 50000, 500, 62)),
+        ("text", (32, 1e-4, 80, 50000, 500, 200)),
+        ("retrieval", (16, 2e-4, 800, 50000, 1000, 300)),
+        ("image", (256, 1e-4, 175, 50000, 50, 20)),
+        ("pathfinder", (128, 2e-4, 312, 50000, 500, 156)),
+    ],
+)
+def test_lra_sky_is_the_skyformer_setting_on_the_lite_model(cfg_factory, task, schedule):
+    cfg = cfg_factory("experiment=lra_sky", f"task={task}")
+    lite = cfg_factory("experiment=lra_lite", f"task={task}")
+    t, o = cfg.trainer, cfg.model.optim
+    assert (cfg.task.batch_size, o.lr, o.warmup_steps, t.max_steps, t.val_check_interval, t.limit_val_batches) == (
+        schedule
+    )
+    assert (t.gradient_clip_val, t.gradient_clip_algorithm, t.select_best_after) == (1.0, "value", 0.2)
+    assert cfg.protocol == "lra_sky" and lite.trainer.select_best_after == 0.0
+    # the model, optimiser settings and data handling are the lite protocol's
+    for key in ("depth", "dim", "num_heads", "mlp_dim", "pooling", "mean_over_padding"):
+        assert cfg.model[key] == lite.model[key], key
+    assert (tuple(o.betas), o.eps, o.weight_decay, o.decay) == ((0.9, 0.999), 1e-6, 0.0, "linear")
+    assert cfg.task.max_len == lite.task.max_len
+
+
+@pytest.mark.parametrize(
     "task, expected",
     [
         (
@@ -102,8 +128,8 @@ def test_rsqrt_schedule_peaks_at_base_over_sqrt_warmup():
 
 
 def test_every_task_trains_one_step_under_both_protocols(cfg_factory):
-    """Both presets compose for every task (a missing key would fail here, not on a GPU)."""
-    for protocol in ("lra_lite", "lra_original"):
+    """Every preset composes for every task (a missing key would fail here, not on a GPU)."""
+    for protocol in ("lra_lite", "lra_sky", "lra_original"):
         for task in ("listops", "text", "retrieval", "image", "pathfinder", "pathx"):
             cfg = cfg_factory(f"experiment={protocol}", f"task={task}")
             assert cfg.trainer.max_steps > 0 and cfg.task.batch_size > 0 and cfg.model.optim.lr > 0

@@ -358,3 +358,15 @@ def test_a_default_written_without_a_decimal_point_is_not_an_ablation(tmp_path, 
     assert attention_label(row) == "plain"
     row["config"]["attention"]["eps"] = 1e-5
     assert attention_label(row) == "plain (eps=1e-05)"
+
+
+def test_an_lra_sky_run_stands_beside_skyformer_and_polaformer_not_nystromformer(tmp_path):
+    from lra.leaderboard import build_boards, load_runs
+
+    for attention, acc in (("polaformer", 0.70), ("softmax", 0.66), ("nystromformer", 0.69)):
+        append_row(tmp_path, fixture_row(task="pathfinder", attention=attention, protocol="lra_sky", test_acc=acc))
+    (board,) = build_boards(load_runs(tmp_path), load_published(PUBLISHED))
+    assert board.protocol == "lra_sky" and board.referenced
+    assert board.cells["polaformer"]["pathfinder"].published == pytest.approx(70.53)  # PolaFormer's README
+    assert board.cells["softmax"]["pathfinder"].published == pytest.approx(65.26)  # Skyformer table 1, not NYS 74.16
+    assert board.cells["nystromformer"]["pathfinder"].published == pytest.approx(69.48)  # not NYS's 70.94

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import OmegaConf
 
 import run
 from attention_zoo import available
-from lra.callbacks import ThroughputMonitor
+from lra import LRAError
+from lra.callbacks import BestCheckpoint, ThroughputMonitor
 from lra.results import REQUIRED_FIELDS, read_rows
 from tests.conftest import run_cli
 
@@ -154,6 +158,19 @@ def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
     assert again["run_wall_seconds"] == pytest.approx(again["wall_seconds"], abs=0.01)
 
 
+def test_a_run_cut_under_its_old_id_resumes_under_the_new_one(cfg_factory, monkeypatch, tmp_path):
+    # Run ids once included the protocol table; a run cut short then must still continue, not start again.
+    cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
+    crash_at_step(cfg, monkeypatch, 12)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    new_dir, old_dir = (tmp_path / "ckpt" / run.run_id(config, legacy=legacy) for legacy in (False, True))
+    assert new_dir != old_dir
+    new_dir.rename(old_dir)  # as the old code left it
+    row = run.train(cfg)
+    assert row["resumed_from_step"] == 10 and row["run_id"] == new_dir.name
+    assert not old_dir.exists()
+
+
 def test_train_seconds_exclude_validation_but_not_the_sanity_check(monkeypatch):
     """The sanity check validates before training starts, outside the timed span: subtracting it as well made
     train_seconds negative once a compiled model's first validation (compilation) took longer than the training."""
@@ -192,6 +209,44 @@ def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_
         for o in ([], ["attention.lepe_impl=conv1d"], ["attention.lepe_kernel=3"])
     ]
     assert nala[0]["run_id"] == nala[1]["run_id"] != nala[2]["run_id"]
+
+
+def test_a_preset_added_to_the_table_or_a_key_added_at_its_old_default_keeps_run_ids(cfg_factory):
+    """Runs cut short before a change must still find their checkpoints: the protocol table (task.protocols) is
+    not part of a run's identity, nor is a key added later while it holds the default that behaves as before."""
+    config = OmegaConf.to_container(cfg_factory("experiment=lra_lite"), resolve=True)
+    run_id = run.base_row(config, [])["run_id"]
+    grown = copy.deepcopy(config)
+    grown["task"]["protocols"]["lra_new"] = {"batch_size": 7}
+    older = copy.deepcopy(config)
+    del older["trainer"]["select_best_after"]  # a row written before the key existed
+    assert run.base_row(grown, [])["run_id"] == run.base_row(older, [])["run_id"] == run_id
+    changed = copy.deepcopy(config)
+    changed["trainer"]["select_best_after"] = 0.2
+    assert run.base_row(changed, [])["run_id"] != run_id
+
+
+def test_best_checkpoint_ignores_validations_before_its_start_step(monkeypatch):
+    seen = []
+    monkeypatch.setattr(
+        ModelCheckpoint, "on_validation_end", lambda self, trainer, module: seen.append(trainer.global_step)
+    )
+    best = BestCheckpoint(monitor="val/acc", mode="max", start_step=4)
+    for step in (2, 3, 4, 6):
+        best.on_validation_end(SimpleNamespace(global_step=step), None)
+    assert seen == [4, 6]
+
+
+def test_select_best_after_keeps_no_best_checkpoint_before_its_step(cfg_factory, tmp_path):
+    # 8 steps, validation every 2: from 50% on, the tested checkpoint is one of steps 4, 6, 8 whatever the scores
+    cfg = cfg_factory(
+        "experiment=smoke", "trainer.max_steps=8", "trainer.val_check_interval=2", "trainer.select_best_after=0.5"
+    )
+    run.train(cfg)
+    ckpt = torch.load(next((tmp_path / "ckpt").glob("*/best.ckpt")), map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] >= 4
+    with pytest.raises(LRAError, match=r"trainer.select_best_after=1.5: expected a fraction of max_steps in \[0, 1\)"):
+        run.train(cfg_factory("experiment=smoke", "trainer.select_best_after=1.5"))
 
 
 @pytest.mark.parametrize("attention", available())
