@@ -141,3 +141,8 @@ class BestCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer, pl_module):
         if trainer.global_step >= self.start_step:
             super().on_validation_end(trainer, pl_module)
+
+    @property
+    def state_key(self) -> str:
+        """ModelCheckpoint's key: checkpoints written before this class keep their best score when resumed."""
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)

@@ -235,6 +235,9 @@ def test_best_checkpoint_ignores_validations_before_its_start_step(monkeypatch):
     for step in (2, 3, 4, 6):
         best.on_validation_end(SimpleNamespace(global_step=step), None)
     assert seen == [4, 6]
+    # a run cut before this class existed resumes with its best score: the state is filed under the same key
+    kwargs = dict(dirpath="ckpt", filename="best", monitor="val/acc", mode="max")
+    assert BestCheckpoint(**kwargs, start_step=4).state_key == ModelCheckpoint(**kwargs).state_key
 
 
 def test_select_best_after_keeps_no_best_checkpoint_before_its_step(cfg_factory, tmp_path):
