@@ -160,8 +160,10 @@ for stage in $STAGES; do
       left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
       name=$task-$att-$seed; [ -n "$own" ] && name=$name-$(echo "$own" | md5sum | cut -c1-6)
       gpu=${gpus[$((slot % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu $spec" >"$OUT/logs/$name.log"
+      # A spec may name its own protocol (pathfinder:polaformer:0:experiment=lra_sky); Hydra takes one value per group.
+      exp=$EXPERIMENT; [[ ",$own," =~ ,experiment=([^,]*), ]] && { exp=${BASH_REMATCH[1]}; own=$(echo ",$own," | sed -E 's/,experiment=[^,]*,/,/; s/^,//; s/,$//'); }
       ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
-          experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
+          experiment=$exp data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
           trainer.enable_progress_bar=false "${@:2}" >>"$OUT/logs/$name.log" 2>&1; }
         args=" ${RUN_EXTRA:-} ${own//,/ } "  # the spec's own overrides last: they win
         # shellcheck disable=SC2086

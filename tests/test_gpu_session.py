@@ -238,6 +238,20 @@ def test_a_spec_ending_in_at_n_runs_on_gpu_n_only(tmp_path):
     assert len(rows(out / "runs.jsonl")) == 2
 
 
+def test_a_spec_may_name_its_own_experiment(tmp_path):
+    # Hydra takes one value per group: the spec's experiment replaces EXPERIMENT instead of being passed twice.
+    res, out = session(
+        tmp_path,
+        STAGES="pruns",
+        RUNS="listops:softmax:0:experiment=demo,trainer.max_steps=2,trainer.val_check_interval=2 listops:linear:0",
+        PER_GPU="2",
+        RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2 task.max_len=64",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    got = {r["attention"]: (r["protocol"], r["overrides"].count("experiment=demo")) for r in rows(out / "runs.jsonl")}
+    assert got == {"softmax": ("demo", 1), "linear": ("smoke", 0)}
+
+
 @pytest.mark.parametrize("have_mps", [True, False])
 def test_mps_is_started_and_stopped_or_its_absence_said(tmp_path, have_mps):
     bin_dir = tmp_path / "bin"
