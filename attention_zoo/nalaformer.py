@@ -8,7 +8,12 @@ vision tokens to 1-D sequences:
 * ``k <- k**3``; q and k are split into positive and negative parts, so equal-sign dimensions add and
   opposite-sign dimensions contribute nothing (never a negative weight before RoPE);
 * 1-D RoPE on the feature maps in the numerator only (the released code uses 2-D RoPE over rows and
-  columns); the normaliser uses the un-rotated features;
+  columns); the normaliser uses the un-rotated features. **A known deviation** (found in session 14): the
+  released ``NALA.py`` rotates each sign half (``q+``, ``q-``, ``k+``, ``k-``) on its own; we rotate the 2d-wide
+  feature in pairs ``(i, i + d)``, i.e. a dimension's positive part with its negative part, which adds the
+  cross-sign terms ``(q+_i k-_i - q-_i k+_i) sin`` to the numerator. Every path (reference, linear, fused, Triton)
+  does the same, so they agree with each other; rows so far were made this way. ``rope=false`` runs are not
+  affected. Fixing it means the Triton kernels rotating within a half;
 * the block: one ``Linear(C, 4C)`` for q, k, v and a gate; LePE = depthwise conv (kernel 5, 1-D here instead of
   5x5) over v added to the attention output; ``out = Linear(LayerNorm(attn + lepe) * SiLU(gate))``.
 
