@@ -48,19 +48,27 @@ def session(tmp_path: Path, timeout: int = 400, **env: str) -> tuple[subprocess.
     return res, out
 
 
+SHORT = "trainer.max_steps=2 trainer.val_check_interval=2"
+
+
+def pruns(tmp_path: Path, runs: str, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
+    """The parallel-runs stage on RUNS (two-step runs unless RUN_EXTRA says otherwise); the script must succeed."""
+    res, out = session(tmp_path, STAGES="pruns", RUNS=runs, **{"RUN_EXTRA": SHORT, **env})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return res, out
+
+
 def rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def test_parallel_runs_finish_and_land(tmp_path):
-    res, out = session(
+    res, out = pruns(
         tmp_path,
-        STAGES="pruns",
-        RUNS="listops:softmax:0 listops:linear:1 listops:softmax:2",
+        "listops:softmax:0 listops:linear:1 listops:softmax:2",
         PER_GPU="1",
         RUN_EXTRA="trainer.max_steps=3 trainer.val_check_interval=3",
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "== done in" in res.stdout  # the stage returned: it did not wait for the log's tee
     got = sorted((r["attention"], r["seed"], r["status"]) for r in rows(out / "runs.jsonl"))
     assert got == [("linear", 1, "ok"), ("softmax", 0, "ok"), ("softmax", 2, "ok")]
@@ -73,15 +81,12 @@ def test_parallel_runs_finish_and_land(tmp_path):
 
 
 def test_runs_stay_on_the_gpus_named_in_GPUS(tmp_path):
-    res, out = session(
+    res, out = pruns(
         tmp_path,
-        STAGES="pruns",
-        RUNS="listops:softmax:0 listops:linear:0 listops:linear:0:trainer.max_steps=3,trainer.val_check_interval=3",
+        "listops:softmax:0 listops:linear:0 listops:linear:0:trainer.max_steps=3,trainer.val_check_interval=3",
         GPUS="1",
         PER_GPU="2",
-        RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2",
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert "parallel runs: GPUs 1 x 2" in res.stdout
     logs = sorted((out / "logs").iterdir())
     assert len(logs) == 3  # the variant has a log of its own
@@ -97,14 +102,11 @@ def test_runs_stay_on_the_gpus_named_in_GPUS(tmp_path):
 
 def test_the_next_run_goes_to_the_gpu_that_came_free(tmp_path):
     # GPU 0 holds a long run; the short one on GPU 1 ends first, so the third run must go to GPU 1, not GPU 0.
-    res, out = session(
+    res, out = pruns(
         tmp_path,
-        STAGES="pruns",
-        RUNS="listops:softmax:0:trainer.max_steps=400,trainer.val_check_interval=400 listops:linear:0 listops:linear:1",
+        "listops:softmax:0:trainer.max_steps=400,trainer.val_check_interval=400 listops:linear:0 listops:linear:1",
         PER_GPU="1",
-        RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2",
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     first = {p.name: p.read_text().splitlines()[0] for p in (out / "logs").iterdir()}
     assert first["listops-linear-0.log"].startswith("CUDA_VISIBLE_DEVICES=1 ")
     assert first["listops-linear-1.log"].startswith("CUDA_VISIBLE_DEVICES=1 "), first
@@ -127,14 +129,12 @@ def test_scaling_runs_one_then_two_devices(tmp_path):
 def test_a_run_cut_by_the_deadline_sends_its_checkpoints_back(tmp_path):
     """A run longer than the call is killed at DEADLINE; its last and best checkpoints come back under $OUT/ckpt
     (to be carried to the next machine), while finished runs leave nothing there."""
-    res, out = session(
+    res, out = pruns(
         tmp_path,
-        STAGES="pruns",
-        RUNS="listops:softmax:0 listops:linear:0",
+        "listops:softmax:0 listops:linear:0",
         DEADLINE="45",
         RUN_EXTRA="trainer.max_steps=100000 trainer.val_check_interval=10",
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     assert res.stdout.count(" rc=124 ") == 2  # both killed by timeout, as on the device
     kept = sorted(p.relative_to(out / "ckpt") for p in (out / "ckpt").rglob("*.ckpt"))
     assert [p.name for p in kept] == ["best.ckpt", "last.ckpt"] * 2
@@ -157,8 +157,7 @@ STEPS = "trainer.max_steps=3 trainer.val_check_interval=3"
 def test_a_run_failing_under_compile_goes_on_eager(tmp_path, runs, extra):
     """A compiled run that fails (here: a mode torch.compile refuses) is started again without compile, whether
     compile came from RUN_EXTRA or from the spec's own overrides."""
-    res, out = session(tmp_path, STAGES="pruns", RUNS=runs, RUN_EXTRA=extra)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    res, out = pruns(tmp_path, runs, RUN_EXTRA=extra)
     assert "under compile: again eager" in res.stdout and " rc=0 test_acc=" in res.stdout
     assert [(r["status"], r.get("compile")) for r in rows(out / "runs.jsonl")] == [("failed", None), ("ok", False)]
 
@@ -221,14 +220,11 @@ def test_graphs_stage_runs_each_variant_alone_and_lists_cpu_kernels(tmp_path):
 def test_a_spec_ending_in_at_n_runs_on_gpu_n_only(tmp_path):
     # Both pinned runs go to GPU 1 (the second waits for its slot, GPU 0 stays free); a pin outside GPUS is named
     # and skipped, not waited on forever.
-    res, out = session(
+    res, out = pruns(
         tmp_path,
-        STAGES="pruns",
-        RUNS="listops:softmax:0@1 listops:linear:0@1 listops:linear:1@7",
+        "listops:softmax:0@1 listops:linear:0@1 listops:linear:1@7",
         PER_GPU="1",
-        RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2",
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     first = {p.name: p.read_text().splitlines()[0] for p in (out / "logs").iterdir()}
     assert first == {
         "listops-softmax-0.log": "CUDA_VISIBLE_DEVICES=1 listops:softmax:0",
@@ -240,14 +236,12 @@ def test_a_spec_ending_in_at_n_runs_on_gpu_n_only(tmp_path):
 
 def test_a_spec_may_name_its_own_experiment(tmp_path):
     # Hydra takes one value per group: the spec's experiment replaces EXPERIMENT instead of being passed twice.
-    res, out = session(
+    res, out = pruns(
         tmp_path,
-        STAGES="pruns",
-        RUNS="listops:softmax:0:experiment=demo,trainer.max_steps=2,trainer.val_check_interval=2 listops:linear:0",
+        "listops:softmax:0:experiment=demo,trainer.max_steps=2,trainer.val_check_interval=2 listops:linear:0",
         PER_GPU="2",
         RUN_EXTRA="trainer.max_steps=2 trainer.val_check_interval=2 task.max_len=64",
     )
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     got = {r["attention"]: (r["protocol"], r["overrides"].count("experiment=demo")) for r in rows(out / "runs.jsonl")}
     assert got == {"softmax": ("demo", 1), "linear": ("smoke", 0)}
 
