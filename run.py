@@ -176,7 +176,10 @@ OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer"
 RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
 RESULT_NEUTRAL_TRAINER_KEYS = ("compile", "compile_mode", "compile_dynamic", "enable_progress_bar", "progress_refresh")
 RESULT_NEUTRAL_ATTENTION_KEYS = ("lepe_impl",)  # the layout of the same convolution (tested equal to nn.Conv1d)
-ADDED_KEYS = {("trainer", "select_best_after"): 0.0}  # (group, key): the default that behaves as before the key
+ADDED_KEYS = {
+    ("trainer", "select_best_after"): 0.0,
+    ("attention", "rope_pairing"): "across_signs",
+}  # (group, key): the default that behaves as before the key
 
 
 def check_config(config: dict[str, Any]) -> None:

@@ -79,15 +79,15 @@ def k_features_vjp(k: torch.Tensor, g: torch.Tensor, sign_split: bool) -> torch.
     return 3 * k * k * g * (k3 > 0)
 
 
-def _features(q, k, keep, rope, opts):
+def _features(q, k, keep, rope, opts, groups=1):
     b = q_features(q, **opts)
     ku = k_features(k, opts["sign_split"]) * keep
-    return b, (apply_rope(b) if rope else b), ku, (apply_rope(ku) if rope else ku)
+    return b, (apply_rope(b, groups=groups) if rope else b), ku, (apply_rope(ku, groups=groups) if rope else ku)
 
 
-def _feature_grads(q, k, keep, rope, opts, d_a, d_b, d_kr, d_ku):
-    g_q = (apply_rope(d_a, inverse=True) if rope else d_a) + d_b
-    g_k = ((apply_rope(d_kr, inverse=True) if rope else d_kr) + d_ku) * keep
+def _feature_grads(q, k, keep, rope, opts, d_a, d_b, d_kr, d_ku, groups=1):
+    g_q = (apply_rope(d_a, inverse=True, groups=groups) if rope else d_a) + d_b
+    g_k = ((apply_rope(d_kr, inverse=True, groups=groups) if rope else d_kr) + d_ku) * keep
     return q_features_vjp(q, g_q, **opts), k_features_vjp(k, g_k, opts["sign_split"])
 
 
@@ -106,7 +106,7 @@ def _pieces(device: torch.device):
 
 class NaLaFused(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, mask, rope: bool, denom_eps: float, opts: dict):
+    def forward(ctx, q, k, v, mask, rope: bool, denom_eps: float, opts: dict, rope_groups: int = 1):
         bsz, heads, n, d = q.shape
         cdt = torch.promote_types(q.dtype, torch.float32)  # element-wise math
         gdt = q.dtype if q.dtype in (torch.bfloat16, torch.float16) else cdt  # matrix products
@@ -121,20 +121,20 @@ class NaLaFused(torch.autograd.Function):
         for sl in _chunks(bsz, heads, n, width):
             qf, kf, vf = q[sl].to(cdt), k[sl].to(cdt), v[sl].to(cdt)
             kp = keep[sl[0]]
-            b, a, ku, kr = features(qf, kf, kp, rope, opts)
+            b, a, ku, kr = features(qf, kf, kp, rope, opts, rope_groups)
             s = (kr.to(gdt).transpose(-1, -2) @ (vf * kp).to(gdt)).to(cdt) / count[sl[0]]
             km = ku.sum(dim=2, keepdim=True) / count[sl[0]]
             dn = (b * km).sum(dim=-1, keepdim=True) + denom_eps
             out[sl] = ((a.to(gdt) @ s.to(gdt)).to(cdt) / dn).to(v.dtype)
             state[sl], k_mean[sl], den[sl] = s, km, dn
         ctx.save_for_backward(q, k, v, mask, out, state, k_mean, den)
-        ctx.rope, ctx.opts, ctx.cdt, ctx.gdt = rope, opts, cdt, gdt
+        ctx.rope, ctx.opts, ctx.cdt, ctx.gdt, ctx.rope_groups = rope, opts, cdt, gdt, rope_groups
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         q, k, v, mask, out, state, k_mean, den = ctx.saved_tensors
-        cdt, gdt, rope, opts = ctx.cdt, ctx.gdt, ctx.rope, ctx.opts
+        cdt, gdt, rope, opts, groups = ctx.cdt, ctx.gdt, ctx.rope, ctx.opts, ctx.rope_groups
         bsz, heads, n, d = q.shape
         features, feature_grads = _pieces(q.device)
         keep = mask[:, None, :, None].to(cdt)
@@ -145,7 +145,7 @@ class NaLaFused(torch.autograd.Function):
             qf, kf, vf = q[sl].to(cdt), k[sl].to(cdt), v[sl].to(cdt)
             kp, c = keep[sl[0]], count[sl[0]]
             s, km, dn = state[sl], k_mean[sl], den[sl]
-            b, a, ku, kr = features(qf, kf, kp, rope, opts)
+            b, a, ku, kr = features(qf, kf, kp, rope, opts, groups)
             g = grad_out[sl].to(cdt)
             d_num = g / dn
             d_den = -(g * out[sl].to(cdt)).sum(dim=-1, keepdim=True) / dn
@@ -157,9 +157,9 @@ class NaLaFused(torch.autograd.Function):
             d_kr = (vm.to(gdt) @ d_s.to(gdt).transpose(-1, -2)).to(cdt) / c
             dv[sl] = ((kr.to(gdt) @ d_s.to(gdt)).to(cdt) / c * kp).to(v.dtype)
             d_ku = (kp * d_km) / c
-            gq, gk = feature_grads(qf, kf, kp, rope, opts, d_a, d_b, d_kr, d_ku)
+            gq, gk = feature_grads(qf, kf, kp, rope, opts, d_a, d_b, d_kr, d_ku, groups)
             dq[sl], dk[sl] = gq.to(q.dtype), gk.to(k.dtype)
-        return dq, dk, dv, None, None, None, None
+        return dq, dk, dv, None, None, None, None, None
 
 
 def _chunks(bsz: int, heads: int, n: int, width: int):
@@ -189,8 +189,9 @@ def nala_fused(
     sign_split: bool = True,
     fixed_power: float = 3.0,
     eps: float = 1e-6,
+    rope_groups: int = 1,
 ) -> torch.Tensor:
     """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_linear`` on
     ``nala_feature_maps``, in O(N d^2) time and O(N d) saved memory."""
     opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
-    return NaLaFused.apply(q, k, v, mask, rope, denom_eps, opts)
+    return NaLaFused.apply(q, k, v, mask, rope, denom_eps, opts, rope_groups)

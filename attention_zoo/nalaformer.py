@@ -11,9 +11,11 @@ vision tokens to 1-D sequences:
   columns); the normaliser uses the un-rotated features. **A known deviation** (found in session 14): the
   released ``NALA.py`` rotates each sign half (``q+``, ``q-``, ``k+``, ``k-``) on its own; we rotate the 2d-wide
   feature in pairs ``(i, i + d)``, i.e. a dimension's positive part with its negative part, which adds the
-  cross-sign terms ``(q+_i k-_i - q-_i k+_i) sin`` to the numerator. Every path (reference, linear, fused, Triton)
-  does the same, so they agree with each other; rows so far were made this way. ``rope=false`` runs are not
-  affected. Fixing it means the Triton kernels rotating within a half;
+  cross-sign terms ``(q+_i k-_i - q-_i k+_i) sin`` to the numerator. ``rope_pairing=within_signs`` computes the
+  released rotation (each half with ordinary 1-D RoPE; the reference, linear and fused paths, so on a GPU it runs
+  fused, not Triton); the default stays ``across_signs``, which every committed row used and which the Triton
+  kernels implement (they rotate two d-wide register tiles against each other), until those kernels rotate within
+  a half and the rows are re-run;
 * the block: one ``Linear(C, 4C)`` for q, k, v and a gate; LePE = depthwise conv (kernel 5, 1-D here instead of
   5x5) over v added to the attention output; ``out = Linear(LayerNorm(attn + lepe) * SiLU(gate))``.
 
@@ -66,25 +68,29 @@ def nala_feature_maps(
     return phi_q, phi_k
 
 
-def nala_reference(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6) -> torch.Tensor:
+def nala_reference(
+    phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6, rope_groups: int = 1
+) -> torch.Tensor:
     """Materialise w_ij = <R phi_q_i, R phi_k_j> / (N_valid (phi_q_i . mean_j phi_k_j + eps)), then W @ v."""
     keep = mask[:, None, :, None].to(phi_k.dtype)
     phi_k = phi_k * keep
     count = keep.sum(dim=2, keepdim=True)  # (B, 1, 1, 1): valid keys per sequence
-    rq, rk = (apply_rope(phi_q), apply_rope(phi_k)) if rope else (phi_q, phi_k)
+    rq, rk = (apply_rope(phi_q, groups=rope_groups), apply_rope(phi_k, groups=rope_groups)) if rope else (phi_q, phi_k)
     scores = rq @ rk.transpose(-1, -2)  # (B, H, N, N)
     denom = phi_q @ (phi_k.sum(dim=2, keepdim=True) / count).transpose(-1, -2) + denom_eps  # (B, H, N, 1)
     weights = scores / count / denom
     return weights @ (v * keep)
 
 
-def nala_linear(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6) -> torch.Tensor:
+def nala_linear(
+    phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6, rope_groups: int = 1
+) -> torch.Tensor:
     """The same quantity in O(N d^2): a (2d x d) state per head, never an N x N tensor."""
     keep = mask[:, None, :, None].to(phi_k.dtype)
     phi_k = phi_k * keep
     count = keep.sum(dim=2, keepdim=True)
     scale = count.rsqrt()
-    rq, rk = (apply_rope(phi_q), apply_rope(phi_k)) if rope else (phi_q, phi_k)
+    rq, rk = (apply_rope(phi_q, groups=rope_groups), apply_rope(phi_k, groups=rope_groups)) if rope else (phi_q, phi_k)
     state = (rk * scale).transpose(-1, -2) @ (v * keep * scale)  # (B, H, 2d, d)
     k_mean = phi_k.sum(dim=2, keepdim=True) / count  # (B, H, 1, 2d)
     denom = (phi_q * k_mean).sum(dim=-1, keepdim=True) + denom_eps
@@ -92,6 +98,7 @@ def nala_linear(phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-
 
 
 IMPLS = ("auto", "fast", "triton", "fused", "linear", "reference")
+ROPE_PAIRINGS = ("across_signs", "within_signs")
 LEPE_IMPLS = ("conv1d", "channels_last", "shift", "triton", "auto")
 
 
@@ -134,6 +141,7 @@ class NaLaAttention(nn.Module):
         num_heads: int,
         impl: str = "auto",
         rope: bool = True,
+        rope_pairing: str = "across_signs",
         lepe: bool = True,
         gate: bool = True,
         norm_aware: bool = True,
@@ -150,6 +158,12 @@ class NaLaAttention(nn.Module):
             raise ValueError(f"attention.impl={impl!r} is not one of {', '.join(IMPLS)}")
         if lepe_impl not in LEPE_IMPLS:
             raise ValueError(f"attention.lepe_impl={lepe_impl!r} is not one of {', '.join(LEPE_IMPLS)}")
+        if rope_pairing not in ROPE_PAIRINGS:
+            raise ValueError(f"attention.rope_pairing={rope_pairing!r} is not one of {', '.join(ROPE_PAIRINGS)}")
+        # within_signs: the released code's rotation, each sign half on its own (d-wide features have one half)
+        self.rope_groups = 2 if rope_pairing == "within_signs" and sign_split else 1
+        if impl == "triton" and self.rope_groups > 1:
+            raise ValueError("attention.impl=triton rotates across signs only; use impl=fused for within_signs")
         if lepe_kernel % 2 == 0:
             raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
@@ -168,15 +182,20 @@ class NaLaAttention(nn.Module):
         with torch.autocast(x.device.type, enabled=False):  # feature maps in fp32, as the released kernel
             impl = self.impl
             if impl in {"auto", "fast"}:
-                impl = "triton" if x.is_cuda and supports(heads[0], self.feature_opts["sign_split"]) else "fused"
-            if impl in {"triton", "fused"}:
-                kernel = nala_triton if impl == "triton" else nala_fused
-                out = kernel(*heads, mask, rope=self.rope, denom_eps=self.eps, **self.feature_opts)
+                fast = x.is_cuda and self.rope_groups == 1 and supports(heads[0], self.feature_opts["sign_split"])
+                impl = "triton" if fast else "fused"
+            if impl == "triton":
+                out = nala_triton(*heads, mask, rope=self.rope, denom_eps=self.eps, **self.feature_opts)
+            elif impl == "fused":
+                groups = self.rope_groups
+                out = nala_fused(
+                    *heads, mask, rope=self.rope, denom_eps=self.eps, rope_groups=groups, **self.feature_opts
+                )
             else:
                 qh, kh, vh = at_least_fp32(*heads)
                 phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts)
                 kernel = nala_reference if self.impl == "reference" else nala_linear
-                out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps)
+                out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps, rope_groups=self.rope_groups)
         out = rearrange(out, "b h n d -> b n (h d)").to(x.dtype)
         if self.lepe is not None:
             out = out + depthwise_conv_tokens(v, self.lepe, self.lepe_impl)

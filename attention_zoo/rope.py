@@ -14,9 +14,12 @@ def rope_angles(n: int, dim: int, device: torch.device, base: float = 10000.0) -
     return angles.cos(), angles.sin()
 
 
-def apply_rope(x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, inverse: bool = False, groups: int = 1) -> torch.Tensor:
     """Rotate ``x (..., N, D)`` by token index; D must be even. ``inverse`` rotates back (the transpose, which
-    a hand-written backward pass needs)."""
+    a hand-written backward pass needs). ``groups``: split the last dim into that many equal parts and rotate each
+    on its own (NaLaFormer's released code rotates the positive and the negative half of its features apart)."""
+    if groups > 1:
+        return torch.cat([apply_rope(part, inverse) for part in x.chunk(groups, dim=-1)], dim=-1)
     n, d = x.shape[-2], x.shape[-1]
     if d % 2:
         raise ValueError(f"RoPE needs an even feature width; got {d}")

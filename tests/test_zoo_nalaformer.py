@@ -33,11 +33,13 @@ def padding_mask(b, n, seed=0):
 @pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 2, 17, 8), (3, 4, 64, 16), (2, 1, 129, 32)])
 @pytest.mark.parametrize("rope", [True, False])
 @pytest.mark.parametrize("sign_split", [True, False])
-def test_linear_form_equals_reference_float64(shape, rope, sign_split):
+@pytest.mark.parametrize("groups", [1, 2])
+def test_linear_form_equals_reference_float64(shape, rope, sign_split, groups):
     q, k, v = qkv(*shape)
     mask = padding_mask(shape[0], shape[2])
     pq, pk = nala_feature_maps(q, k, sign_split=sign_split)
-    ref, fast = nala_reference(pq, pk, v, mask, rope=rope), nala_linear(pq, pk, v, mask, rope=rope)
+    ref = nala_reference(pq, pk, v, mask, rope=rope, rope_groups=groups)
+    fast = nala_linear(pq, pk, v, mask, rope=rope, rope_groups=groups)
     valid = mask[:, None, :, None].expand_as(ref)
     rel = ((ref - fast)[valid].abs().max() / ref[valid].abs().max()).item()
     assert rel < 1e-12
@@ -127,6 +129,32 @@ def test_rope_scores_depend_on_relative_position_only():
     torch.testing.assert_close(rot_a[4].norm(), a.norm())
 
 
+def test_within_signs_rope_never_pairs_a_positive_part_with_a_negative_one():
+    """The released NALA.py rotates q+, q-, k+, k- each on its own: a query with only positive parts and a key
+    with only negative parts score 0 at every distance. Our across_signs rotation pairs dimension i's positive
+    part with its negative part (i, i + d), so the same pair scores sin-weighted cross terms."""
+    d, n = 8, 7
+    pos = torch.rand(n, d, dtype=torch.float64) + 0.1
+    phi_q = torch.cat([pos, torch.zeros_like(pos)], -1)  # only q+
+    phi_k = torch.cat([torch.zeros_like(pos), pos.flip(0)], -1)  # only k-
+    within = apply_rope(phi_q, groups=2) @ apply_rope(phi_k, groups=2).T
+    across = apply_rope(phi_q) @ apply_rope(phi_k).T
+    assert within.abs().max() == 0 and across.abs().max() > 0.1
+    # within one sign half it is ordinary RoPE of that half: relative positions only
+    half = apply_rope(torch.cat([pos, pos], -1), groups=2)
+    torch.testing.assert_close(half[:, :d], apply_rope(pos))
+    block = NaLaAttention(32, 4, rope_pairing="within_signs").double().eval()
+    across_block = NaLaAttention(32, 4).double().eval()
+    across_block.load_state_dict(block.state_dict())
+    x = torch.randn(2, 20, 32, dtype=torch.float64)
+    assert block.rope_groups == 2 and not torch.allclose(block(x), across_block(x))
+    assert NaLaAttention(32, 4, rope_pairing="within_signs", sign_split=False).rope_groups == 1
+    with pytest.raises(ValueError, match="rope_pairing='both'"):
+        NaLaAttention(32, 4, rope_pairing="both")
+    with pytest.raises(ValueError, match="impl=triton rotates across signs only"):
+        NaLaAttention(32, 4, impl="triton", rope_pairing="within_signs")
+
+
 @pytest.mark.parametrize("switch", ["rope", "lepe", "gate", "norm_aware", "sign_split"])
 def test_ablation_switches_change_the_output(switch):
     torch.manual_seed(0)
@@ -173,22 +201,29 @@ def test_block_structure_matches_released_module():
 @pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 3, 19, 8), (2, 2, 64, 16)])
 @pytest.mark.parametrize(
     "opts",
-    [{}, {"rope": False}, {"norm_aware": False}, {"sign_split": False}, {"norm_aware": False, "fixed_power": 1.0}],
+    [
+        {},
+        {"rope": False},
+        {"norm_aware": False},
+        {"sign_split": False},
+        {"norm_aware": False, "fixed_power": 1.0},
+        {"rope_groups": 2},
+    ],
 )
 def test_fused_forward_and_backward_equal_autograd_float64(shape, opts, monkeypatch):
     """The hand-written backward against autograd through the readable linear form, chunked and unchunked."""
     import attention_zoo.nala_fused as fused
 
-    rope = opts.get("rope", True)
-    feat = {k: v for k, v in opts.items() if k != "rope"}
+    rope, groups = opts.get("rope", True), opts.get("rope_groups", 1)
+    feat = {k: v for k, v in opts.items() if k not in ("rope", "rope_groups")}
     q, k, v = (t.requires_grad_() for t in qkv(*shape, seed=5))
     mask = padding_mask(shape[0], shape[2], seed=5)
-    ref = nala_linear(*nala_feature_maps(q, k, **feat), v, mask, rope=rope)
+    ref = nala_linear(*nala_feature_maps(q, k, **feat), v, mask, rope=rope, rope_groups=groups)
     grad = torch.randn_like(ref)
     ref_grads = torch.autograd.grad(ref, (q, k, v), grad)
     for chunk in (fused.CHUNK_ELEMENTS, shape[2] * 2 * shape[3]):  # one chunk, or one head per chunk
         monkeypatch.setattr(fused, "CHUNK_ELEMENTS", chunk)
-        out = fused.nala_fused(q, k, v, mask, rope=rope, **feat)
+        out = fused.nala_fused(q, k, v, mask, rope=rope, rope_groups=groups, **feat)
         grads = torch.autograd.grad(out, (q, k, v), grad)
         valid = mask[:, None, :, None].expand_as(out)
         torch.testing.assert_close(out[valid], ref[valid], rtol=1e-10, atol=1e-12)
