@@ -105,3 +105,9 @@ def test_nalaformer_ablations_compile_cleanly_too(ablation, tmp_path, monkeypatc
     check_compiles_cleanly(
         "nalaformer", tmp_path, monkeypatch, ["attention=nalaformer", *EXTRA["nalaformer"], *ablation]
     )
+
+
+def test_nalaformer_within_signs_compiles_on_its_gpu_path(tmp_path, monkeypatch):
+    """rope_pairing=within_signs runs the fused kernel on a GPU (the Triton one rotates across signs only)."""
+    over = ["attention=nalaformer", "attention.impl=fused", "attention.rope_pairing=within_signs"]
+    check_compiles_cleanly("nalaformer", tmp_path, monkeypatch, attention=[*over, "attention.lepe_impl=triton"])
