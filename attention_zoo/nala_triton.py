@@ -8,7 +8,11 @@ registers and feeds them straight into ``tl.dot``. Two facts keep it cheap:
 
 * sign split: of ``relu(x)`` and ``relu(-x)`` exactly one is non-zero, so one power per element gives both halves;
 * RoPE over the 2d-wide feature rotates pairs ``(i, i + d)``, which are the (positive, negative) halves of the same
-  input element: the rotation mixes two d-wide tiles that live in the same registers.
+  input element: the rotation mixes two d-wide tiles that live in the same registers. The released code's RoPE
+  (``rope_groups=2``: each sign half on its own) keeps that shape by holding the features in another basis: tile 1
+  is ``[x_lo+, x_lo-]``, tile 2 ``[x_hi+, x_hi-]`` (lo/hi: the head's first and second d/2 columns, each loaded
+  twice), so the pairs are again column c of the two tiles; the state lives in that basis, and the gradients fold
+  each tile's two column halves back onto the input (twice the feature powers of the default).
 
 Five kernels, each one pass over its rows (per head; ``c`` = number of valid keys, R = RoPE):
 
@@ -114,9 +118,33 @@ if triton is not None:
         tl.store(KB_PART + base + D + cols, v2)
 
     @triton.jit
-    def _q_features(q, norm_eps, fixed_power, NORM_AWARE: tl.constexpr):
-        """phi_q as its two halves (pos, neg), plus what the backward needs: u = |q|/n, f = u^p, n, p, dp/dn."""
-        norm = tl.sqrt(tl.sum(q * q, axis=1))
+    def _load_pair(ptr, b, h, sb, sh, sn, rows, valid, D: tl.constexpr, WITHIN: tl.constexpr):
+        """The two d-wide input tiles whose features RoPE rotates against each other, with each column's sign:
+        across signs (ours so far), x and x, the feature halves being (x > 0) and (x < 0); within signs (the
+        released code), [x_lo, x_lo] and [x_hi, x_hi] with (+ | -) columns, so that each feature tile holds one
+        half of the head's columns, positive parts then negative parts, and its partner the other half."""
+        cols = tl.arange(0, D)
+        if WITHIN:
+            half = cols % (D // 2)
+            sel = tl.where(cols < D // 2, 1.0, -1.0)
+            x1 = _load_rows(ptr, b, h, sb, sh, sn, rows, half, valid)
+            x2 = _load_rows(ptr, b, h, sb, sh, sn, rows, half + D // 2, valid)
+            return x1, x2, sel, sel
+        x = _load_rows(ptr, b, h, sb, sh, sn, rows, cols, valid)
+        return x, x, tl.zeros((D,), tl.float32) + 1.0, tl.zeros((D,), tl.float32) - 1.0
+
+    @triton.jit
+    def _fold(x, BLOCK: tl.constexpr, D: tl.constexpr):
+        """(rows, d) -> (rows, d/2): column j plus column j + d/2 (the two features of one input element)."""
+        return tl.sum(tl.reshape(x, (BLOCK, 2, D // 2)), axis=1)
+
+    @triton.jit
+    def _q_features(x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE: tl.constexpr, WITHIN: tl.constexpr):
+        """phi_q as its two tiles, plus what the backward needs: per tile u = |x|/n, f = u^p, log2 u; n, p, dp/dn."""
+        if WITHIN:  # every element of q is in each tile pair twice
+            norm = tl.sqrt(0.5 * (tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)))
+        else:
+            norm = tl.sqrt(tl.sum(x1 * x1, axis=1))
         n = tl.maximum(norm, norm_eps)
         if NORM_AWARE:
             t = 1.0 - 2.0 / (tl.exp(2.0 * n) + 1.0)  # tanh(n), n >= 0
@@ -125,17 +153,45 @@ if triton is not None:
         else:
             p = tl.zeros_like(n) + fixed_power
             dp_dn = tl.zeros_like(n)
-        u = tl.abs(q) / n[:, None]
-        log_u = tl.log2(tl.where(u > 0, u, 1.0))
-        f = tl.where(u > 0, tl.exp2(p[:, None] * log_u), 0.0)
-        pos = tl.where(q > 0, f, 0.0)
-        neg = tl.where(q < 0, f, 0.0)
-        return pos, neg, u, f, log_u, norm, n, p, dp_dn
+        u1 = tl.abs(x1) / n[:, None]
+        log_u1 = tl.log2(tl.where(u1 > 0, u1, 1.0))
+        f1 = tl.where(u1 > 0, tl.exp2(p[:, None] * log_u1), 0.0)
+        if WITHIN:
+            u2 = tl.abs(x2) / n[:, None]
+            log_u2 = tl.log2(tl.where(u2 > 0, u2, 1.0))
+            f2 = tl.where(u2 > 0, tl.exp2(p[:, None] * log_u2), 0.0)
+        else:  # one power per element gives both halves: of relu(x) and relu(-x) exactly one is non-zero
+            u2, log_u2, f2 = u1, log_u1, f1
+        t1 = tl.where(x1 * sel1[None, :] > 0, f1, 0.0)
+        t2 = tl.where(x2 * sel2[None, :] > 0, f2, 0.0)
+        return t1, t2, u1, f1, log_u1, u2, f2, log_u2, norm, n, p, dp_dn
 
     @triton.jit
-    def _k_features(k, keep):
-        k3 = k * k * k * keep[:, None]
-        return tl.maximum(k3, 0.0), tl.maximum(-k3, 0.0)
+    def _k_features(x1, x2, sel1, sel2, keep):
+        t1 = tl.maximum(x1 * x1 * x1 * keep[:, None] * sel1[None, :], 0.0)
+        t2 = tl.maximum(x2 * x2 * x2 * keep[:, None] * sel2[None, :], 0.0)
+        return t1, t2
+
+    @triton.jit
+    def _q_direct(x, sel, g, u, f, log_u, n, p, dp_dn):
+        """One tile's part of dq (before the norm's share) and of d(loss)/dn."""
+        g_f = tl.where(x * sel[None, :] > 0, g, 0.0)
+        u_pm1 = tl.where(u > 0, tl.exp2((p[:, None] - 1.0) * log_u), 0.0)
+        direct = g_f * sel[None, :] * p[:, None] * u_pm1 / n[:, None]
+        ln_u = log_u * 0.6931471805599453
+        return direct, tl.sum(g_f * (-p[:, None] * f / n[:, None] + f * ln_u * dp_dn[:, None]), axis=1)
+
+    @triton.jit
+    def _store_pair(
+        ptr, y1, y2, b, h, sb, sh, sn, rows, valid, BLOCK: tl.constexpr, D: tl.constexpr, WITHIN: tl.constexpr
+    ):
+        """Gradients of the two input tiles back into the input's columns."""
+        if WITHIN:
+            half = tl.arange(0, D // 2)
+            _store_rows(ptr, _fold(y1, BLOCK, D), b, h, sb, sh, sn, rows, half, valid)
+            _store_rows(ptr, _fold(y2, BLOCK, D), b, h, sb, sh, sn, rows, half + D // 2, valid)
+        else:
+            _store_rows(ptr, y1 + y2, b, h, sb, sh, sn, rows, tl.arange(0, D), valid)
 
     @triton.jit
     def _rotate(x1, x2, cos, sin, ROPE: tl.constexpr):
@@ -186,7 +242,8 @@ if triton is not None:
             rows = split * ROWS_PER_SPLIT + i + tl.arange(0, BLOCK)
             valid = rows < N
             keep = tl.load(KEEP + b * N + rows, mask=valid, other=0.0)
-            pos, neg = _k_features(_load_rows(K, b, h, skb, skh, skn, rows, cols, valid), keep)
+            x1, x2, sel1, sel2 = _load_pair(K, b, h, skb, skh, skn, rows, valid, D, ROPE == 2)
+            pos, neg = _k_features(x1, x2, sel1, sel2, keep)
             v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
@@ -232,8 +289,10 @@ if triton is not None:
         for i in range(0, ROWS, BLOCK):
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
-            q = _load_rows(Q, b, h, sqb, sqh, sqn, rows, cols, valid)
-            pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
+            x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
+            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, n, p, dp_dn = _q_features(
+                x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
+            )
             den = tl.sum(pos * kb1[None, :] + neg * kb2[None, :], axis=1) + denom_eps
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
@@ -242,14 +301,13 @@ if triton is not None:
             tl.store(DEN + bh * N + rows, den, mask=valid)
 
     @triton.jit
-    def _load_grad_rows(Q, O, DO, DEN_H, b, h, sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, rows, cols, valid):
-        """q and the gradients at the two outputs of a query row (num / den): dO / den and -(dO . o) / den.
+    def _load_grad_rows(O, DO, DEN_H, b, h, sob, soh, son, sgb, sgh, sgn, rows, cols, valid):
+        """The gradients at the two outputs of a query row (num / den): dO / den and -(dO . o) / den.
         DEN_H points at this head's normalisers."""
-        q = _load_rows(Q, b, h, sqb, sqh, sqn, rows, cols, valid)
         o = _load_rows(O, b, h, sob, soh, son, rows, cols, valid)
         g = _load_rows(DO, b, h, sgb, sgh, sgn, rows, cols, valid)
         den = tl.load(DEN_H + rows, mask=valid, other=1.0)
-        return q, g / den[:, None], -tl.sum(g * o, axis=1) / den
+        return g / den[:, None], -tl.sum(g * o, axis=1) / den
 
     @triton.jit
     def _grad_state(
@@ -294,10 +352,11 @@ if triton is not None:
         for i in range(0, ROWS_PER_SPLIT, BLOCK):
             rows = split * ROWS_PER_SPLIT + i + tl.arange(0, BLOCK)
             valid = rows < N
-            q, d_num, d_den = _load_grad_rows(
-                Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, rows, cols, valid
+            d_num, d_den = _load_grad_rows(O, DO, DEN + bh * N, b, h, sob, soh, son, sgb, sgh, sgn, rows, cols, valid)
+            x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
+            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, n, p, dp_dn = _q_features(
+                x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
-            pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             a1, a2 = _rotate(pos, neg, cos, sin, ROPE)
             d_num_dot = d_num.to(DOT)
@@ -351,10 +410,11 @@ if triton is not None:
         for i in range(0, ROWS, BLOCK):
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
-            q, d_num, d_den = _load_grad_rows(
-                Q, O, DO, DEN + bh * N, b, h, sqb, sqh, sqn, sob, soh, son, sgb, sgh, sgn, rows, cols, valid
+            d_num, d_den = _load_grad_rows(O, DO, DEN + bh * N, b, h, sob, soh, son, sgb, sgh, sgn, rows, cols, valid)
+            x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
+            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, n, p, dp_dn = _q_features(
+                x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
-            pos, neg, u, f, log_u, norm, n, p, dp_dn = _q_features(q, norm_eps, fixed_power, NORM_AWARE)
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             d_num_dot = d_num.to(DOT)
             da1 = tl.dot(d_num_dot, s1t, input_precision=PREC)
@@ -362,15 +422,19 @@ if triton is not None:
             g1, g2 = _rotate_back(da1, da2, cos, sin, ROPE)
             g1 += d_den[:, None] * kb1[None, :]
             g2 += d_den[:, None] * kb2[None, :]
-            # Only the non-zero half of each element's feature pair carries a gradient into q.
-            g_f = tl.where(q > 0, g1, tl.where(q < 0, g2, 0.0))
-            sign = tl.where(q > 0, 1.0, -1.0)
-            u_pm1 = tl.where(u > 0, tl.exp2((p[:, None] - 1.0) * log_u), 0.0)
-            direct = g_f * sign * p[:, None] * u_pm1 / n[:, None]
-            ln_u = log_u * 0.6931471805599453
-            through_n = tl.sum(g_f * (-p[:, None] * f / n[:, None] + f * ln_u * dp_dn[:, None]), axis=1)
-            dn_dq = tl.where(norm[:, None] > norm_eps, q / tl.maximum(norm, norm_eps)[:, None], 0.0)
-            _store_rows(DQ, direct + through_n[:, None] * dn_dq, b, h, sdb, sdh, sdn, rows, cols, valid)
+            # Only the non-zero feature of each element (its sign's) carries a gradient into q.
+            direct1, tn1 = _q_direct(x1, sel1, g1, u1, f1, lu1, n, p, dp_dn)
+            direct2, tn2 = _q_direct(x2, sel2, g2, u2, f2, lu2, n, p, dp_dn)
+            through_n = tn1 + tn2
+            inv = tl.where(norm > norm_eps, 1.0 / tl.maximum(norm, norm_eps), 0.0)
+            if ROPE == 2:  # each element sits in both columns of its tile: half the norm's share in each
+                inv = 0.5 * inv
+                y1 = direct1 + (through_n * inv)[:, None] * x1
+                y2 = direct2 + (through_n * inv)[:, None] * x2
+            else:  # x1 = x2 = q: the norm's share once
+                y1 = direct1 + (through_n * inv)[:, None] * x1
+                y2 = direct2
+            _store_pair(DQ, y1, y2, b, h, sdb, sdh, sdn, rows, valid, BLOCK, D, ROPE == 2)
 
     @triton.jit
     def _grad_kv(
@@ -410,8 +474,8 @@ if triton is not None:
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
             keep = tl.load(KEEP + b * N + rows, mask=valid, other=0.0)
-            k = _load_rows(K, b, h, skb, skh, skn, rows, cols, valid)
-            pos, neg = _k_features(k, keep)
+            x1, x2, sel1, sel2 = _load_pair(K, b, h, skb, skh, skn, rows, valid, D, ROPE == 2)
+            pos, neg = _k_features(x1, x2, sel1, sel2, keep)
             v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
@@ -424,13 +488,15 @@ if triton is not None:
             g1 = (g1 + dkb1[None, :]) * keep[:, None]
             g2 = (g2 + dkb2[None, :]) * keep[:, None]
             # k^3 > 0 exactly where k > 0; the masked k3 is 0 where keep is 0, and so is g.
-            dk = 3.0 * k * k * tl.where(k > 0, g1, tl.where(k < 0, -g2, 0.0))
-            _store_rows(DK, dk, b, h, sdb, sdh, sdn, rows, cols, valid)
+            dk1 = 3.0 * x1 * x1 * sel1[None, :] * tl.where(x1 * sel1[None, :] > 0, g1, 0.0)
+            dk2 = 3.0 * x2 * x2 * sel2[None, :] * tl.where(x2 * sel2[None, :] > 0, g2, 0.0)
+            _store_pair(DK, dk1, dk2, b, h, sdb, sdh, sdn, rows, valid, BLOCK, D, ROPE == 2)
 
 
-def _rope_tables(n: int, d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos/sin (n, d) of the angles that ``attention_zoo.rope.apply_rope`` uses on a 2d-wide feature (computed in
-    float64 there too, so long positions lose nothing to fp32 angle arithmetic).
+def _rope_tables(n: int, d: int, device: torch.device, rope: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (n, d) of the angles that ``attention_zoo.rope.apply_rope`` uses on a 2d-wide feature (``rope`` 1,
+    across signs) or on each d-wide sign half (2, within signs), column c pairing tile 1's c with tile 2's c
+    (computed in float64 there too, so long positions lose nothing to fp32 angle arithmetic).
 
     Made afresh at every call, not cached: a cache filled while CUDA graphs are recorded keeps two tensors of the
     graph pool alive, which is what "Detected 2 tensor(s) in the cudagraph pool not tracked as outputs" reports
@@ -438,7 +504,7 @@ def _rope_tables(n: int, d: int, device: torch.device) -> tuple[torch.Tensor, to
     A few small kernels per call; captured in the graph when graphs are on."""
     from attention_zoo.rope import rope_angles
 
-    cos, sin = rope_angles(n, 2 * d, device)
+    cos, sin = rope_angles(n, d if rope == 2 else 2 * d, device)
     return cos[:, :d].float().contiguous(), sin[:, :d].float().contiguous()
 
 
@@ -476,7 +542,7 @@ def _dot_dtype(dtype: torch.dtype):
     return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}[dtype]
 
 
-def _meta(q: torch.Tensor, rope: bool) -> dict:
+def _meta(q: torch.Tensor, rope: int) -> dict:
     d = q.shape[-1]
     meta = dict(
         D=d,
@@ -519,7 +585,7 @@ def _forward(
     k: torch.Tensor,
     v: torch.Tensor,
     keep: torch.Tensor,
-    rope: bool,
+    rope: int,
     denom_eps: float,
     norm_aware: bool,
     fixed_power: float,
@@ -532,7 +598,7 @@ def _forward(
     v, sv = _strides(v)
     keep = keep.contiguous()
     count = keep.sum(dim=1).clamp_min(1.0)  # (B,) valid keys; an all-padding row gives 0, not 0/0
-    cos, sin = _rope_tables(n, d, q.device)
+    cos, sin = _rope_tables(n, d, q.device, rope)
     bh, meta = bsz * heads, _meta(q, rope)
     rows_per_split, s_part, kb_part = _partial_sums(bh, n, d, q.device)
     _state[(bh, s_part.shape[1])](
@@ -587,7 +653,7 @@ def _backward(
     state: torch.Tensor,
     k_mean: torch.Tensor,
     den: torch.Tensor,
-    rope: bool,
+    rope: int,
     norm_aware: bool,
     fixed_power: float,
     eps: float,
@@ -600,7 +666,7 @@ def _backward(
     count = keep.sum(dim=1).clamp_min(1.0)
     bsz, heads, n, d = q.shape
     grad_out, sg = _strides(grad_out)
-    cos, sin = _rope_tables(n, d, q.device)
+    cos, sin = _rope_tables(n, d, q.device, rope)
     bh, meta = bsz * heads, _meta(q, rope)
     rows_per_split, ds_part, dkb_part = _partial_sums(bh, n, d, q.device)
     _grad_state[(bh, ds_part.shape[1])](
@@ -703,12 +769,15 @@ def nala_triton(
     sign_split: bool = True,
     fixed_power: float = 3.0,
     eps: float = 1e-6,
+    rope_groups: int = 1,
 ) -> torch.Tensor:
-    """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_fused``."""
+    """NaLa attention on (B, H, N, d) q, k, v with a (B, N) key mask; same result as ``nala_fused``.
+    ``rope_groups`` 2 rotates each sign half on its own (the released code's RoPE), 1 the 2d-wide feature."""
     if not supports(q, sign_split):
         raise ValueError(
             f"the Triton NaLa kernels need Triton, CUDA (or TRITON_INTERPRET=1), sign_split=True, "
             f"head_dim a power of two in [16, 64] and fp16/bf16/fp32; got head_dim {q.shape[-1]}, "
             f"{q.dtype}, device {q.device}, sign_split={sign_split}; use attention.impl=fused"
         )
-    return _forward(q, k, v, mask.to(torch.float32), rope, denom_eps, norm_aware, fixed_power, eps)[0]
+    mode = (2 if rope_groups == 2 else 1) if rope else 0  # the kernels' ROPE: off, across signs, within signs
+    return _forward(q, k, v, mask.to(torch.float32), mode, denom_eps, norm_aware, fixed_power, eps)[0]

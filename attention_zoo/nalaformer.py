@@ -12,10 +12,9 @@ vision tokens to 1-D sequences:
   released ``NALA.py`` rotates each sign half (``q+``, ``q-``, ``k+``, ``k-``) on its own; we rotate the 2d-wide
   feature in pairs ``(i, i + d)``, i.e. a dimension's positive part with its negative part, which adds the
   cross-sign terms ``(q+_i k-_i - q-_i k+_i) sin`` to the numerator. ``rope_pairing=within_signs`` computes the
-  released rotation (each half with ordinary 1-D RoPE; the reference, linear and fused paths, so on a GPU it runs
-  fused, not Triton); the default stays ``across_signs``, which every committed row used and which the Triton
-  kernels implement (they rotate two d-wide register tiles against each other), until those kernels rotate within
-  a half and the rows are re-run;
+  released rotation (each half with ordinary 1-D RoPE), on every path; the default stays ``across_signs``, which
+  every committed row used, until the rows are re-run with it (and its speed on a GPU is measured: its Triton
+  kernels compute twice the feature powers);
 * the block: one ``Linear(C, 4C)`` for q, k, v and a gate; LePE = depthwise conv (kernel 5, 1-D here instead of
   5x5) over v added to the attention output; ``out = Linear(LayerNorm(attn + lepe) * SiLU(gate))``.
 
@@ -162,8 +161,6 @@ class NaLaAttention(nn.Module):
             raise ValueError(f"attention.rope_pairing={rope_pairing!r} is not one of {', '.join(ROPE_PAIRINGS)}")
         # within_signs: the released code's rotation, each sign half on its own (d-wide features have one half)
         self.rope_groups = 2 if rope_pairing == "within_signs" and sign_split else 1
-        if impl == "triton" and self.rope_groups > 1:
-            raise ValueError("attention.impl=triton rotates across signs only; use impl=fused for within_signs")
         if lepe_kernel % 2 == 0:
             raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
@@ -182,14 +179,11 @@ class NaLaAttention(nn.Module):
         with torch.autocast(x.device.type, enabled=False):  # feature maps in fp32, as the released kernel
             impl = self.impl
             if impl in {"auto", "fast"}:
-                fast = x.is_cuda and self.rope_groups == 1 and supports(heads[0], self.feature_opts["sign_split"])
-                impl = "triton" if fast else "fused"
-            if impl == "triton":
-                out = nala_triton(*heads, mask, rope=self.rope, denom_eps=self.eps, **self.feature_opts)
-            elif impl == "fused":
-                groups = self.rope_groups
-                out = nala_fused(
-                    *heads, mask, rope=self.rope, denom_eps=self.eps, rope_groups=groups, **self.feature_opts
+                impl = "triton" if x.is_cuda and supports(heads[0], self.feature_opts["sign_split"]) else "fused"
+            if impl in {"triton", "fused"}:
+                kernel = nala_triton if impl == "triton" else nala_fused
+                out = kernel(
+                    *heads, mask, rope=self.rope, denom_eps=self.eps, rope_groups=self.rope_groups, **self.feature_opts
                 )
             else:
                 qh, kh, vh = at_least_fp32(*heads)

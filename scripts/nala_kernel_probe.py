@@ -10,6 +10,8 @@ Prints one line per measurement; the numbers go into docs/nala-kernel-notes.md.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import sys
 
 import torch
@@ -37,20 +39,22 @@ def rel(a, b):
 
 
 def check(shapes) -> bool:
+    """Each shape with RoPE across the sign halves (the default) and within each (the released code's)."""
     ok = True
-    for (bsz, heads, n, d), dtype, tol in shapes:
+    for ((bsz, heads, n, d), dtype, tol), groups in itertools.product(shapes, (1, 2)):
         torch.manual_seed(n)
         q, k, v = (torch.randn(bsz, heads, n, d, device="cuda").to(dtype).requires_grad_() for _ in range(3))
         mask = torch.ones(bsz, n, dtype=torch.bool, device="cuda")
         mask[0, n // 3 :] = False
-        out = nt.nala_triton(q, k, v, mask)
+        out = nt.nala_triton(q, k, v, mask, rope_groups=groups)
         g = torch.randn_like(out)
         out.backward(g)
         q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
-        ref = nala_linear(*nala_feature_maps(q64, k64), v64, mask)
+        ref = nala_linear(*nala_feature_maps(q64, k64), v64, mask, rope_groups=groups)
         ref.backward(g.double())
         errs = [rel(out, ref)] + [rel(a.grad, b.grad) for a, b in zip((q, k, v), (q64, k64, v64), strict=True)]
-        ok &= verdict(f"check {str((bsz, heads, n, d)):22s} {str(dtype):15s} rel err out/dq/dk/dv", errs, tol)
+        label = f"check {str((bsz, heads, n, d)):22s} {str(dtype):15s} rope_groups={groups} rel err out/dq/dk/dv"
+        ok &= verdict(label, errs, tol)
     return ok
 
 
@@ -211,14 +215,15 @@ def main() -> int:
             torch.randn(b, heads, n, d, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
         )
         mask = torch.ones(b, n, dtype=torch.bool, device="cuda")
-        cases = [("nala_triton", nt.nala_triton), ("elu_plain", elu_plain)]
+        within = functools.partial(nt.nala_triton, rope_groups=2)  # the released RoPE: twice the feature powers
+        cases = [("nala_triton", nt.nala_triton), ("nala_triton_within", within), ("elu_plain", elu_plain)]
         if n == 16384:
             cases += [("sdpa_flash", sdpa_flash), ("nala_fused_torch", fused.nala_fused)]
         for name, fn in cases:
             for train in (True, False):
                 ms, mb = timed(fn, q, k, v, mask, train=train)
                 bw = ""
-                if name == "nala_triton":
+                if name.startswith("nala_triton"):
                     gbps = (12 if train else 4) * tensor_bytes / ms / 1e6
                     bw = f"  {gbps:6.0f} GB/s ({100 * gbps / copy_gbps:.0f}% of copy)"
                 print(

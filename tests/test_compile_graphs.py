@@ -107,7 +107,8 @@ def test_nalaformer_ablations_compile_cleanly_too(ablation, tmp_path, monkeypatc
     )
 
 
-def test_nalaformer_within_signs_compiles_on_its_gpu_path(tmp_path, monkeypatch):
-    """rope_pairing=within_signs runs the fused kernel on a GPU (the Triton one rotates across signs only)."""
-    over = ["attention=nalaformer", "attention.impl=fused", "attention.rope_pairing=within_signs"]
+@pytest.mark.parametrize("impl", ["triton", "fused"])
+def test_nalaformer_within_signs_compiles_on_its_gpu_paths(impl, tmp_path, monkeypatch):
+    """rope_pairing=within_signs (the released RoPE) on the Triton kernels and on the fused fallback."""
+    over = ["attention=nalaformer", f"attention.impl={impl}", "attention.rope_pairing=within_signs"]
     check_compiles_cleanly("nalaformer", tmp_path, monkeypatch, attention=[*over, "attention.lepe_impl=triton"])

@@ -34,11 +34,11 @@ def qkv(bsz, heads, n, d, dtype, strided=False, seed=0):
     return [torch.randn(bsz, heads, n, d, generator=gen).to(DEVICE, dtype).requires_grad_() for _ in range(3)]
 
 
-def reference(q, k, v, mask, rope=True, norm_aware=True, fixed_power=3.0):
+def reference(q, k, v, mask, rope=True, norm_aware=True, fixed_power=3.0, rope_groups=1):
     """Output and (dq, dk, dv) of the plain linear form in float64, for output gradient g."""
     q64, k64, v64 = (t.detach().double().requires_grad_() for t in (q, k, v))
     pq, pk = nala_feature_maps(q64, k64, norm_aware=norm_aware, fixed_power=fixed_power)
-    return nala_linear(pq, pk, v64, mask, rope=rope), (q64, k64, v64)
+    return nala_linear(pq, pk, v64, mask, rope=rope, rope_groups=rope_groups), (q64, k64, v64)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
@@ -50,16 +50,17 @@ def reference(q, k, v, mask, rope=True, norm_aware=True, fixed_power=3.0):
         ((2, 1, 130, 64), 2, False),  # the LRA/bench head size
     ],
 )
-def test_matches_linear_form(shape, splits, strided, dtype, tol, monkeypatch):
+@pytest.mark.parametrize("rope_groups", [1, 2])  # RoPE across the sign halves (ours so far), or within each
+def test_matches_linear_form(shape, splits, strided, dtype, tol, rope_groups, monkeypatch):
     monkeypatch.setattr(nt, "SPLITS", splits)
     bsz, heads, n, d = shape
     q, k, v = qkv(*shape, dtype, strided=strided)
     mask = torch.ones(bsz, n, dtype=torch.bool, device=DEVICE)
     mask[0, n // 2 :] = False  # padded keys
-    out = nt.nala_triton(q, k, v, mask)
+    out = nt.nala_triton(q, k, v, mask, rope_groups=rope_groups)
     g = torch.randn_like(out)
     out.backward(g)
-    ref, leaves = reference(q, k, v, mask)
+    ref, leaves = reference(q, k, v, mask, rope_groups=rope_groups)
     ref.backward(g.double())
     assert out.dtype == dtype and out.shape == (bsz, heads, n, d)
     assert rel(out, ref) < tol
@@ -95,9 +96,10 @@ def test_zero_query_and_padding_invariance():
     torch.testing.assert_close(out_padded[:, :, :40], out.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_module_impl_triton_equals_linear():
+@pytest.mark.parametrize("rope_pairing", ["across_signs", "within_signs"])
+def test_module_impl_triton_equals_linear(rope_pairing):
     torch.manual_seed(0)
-    module = NaLaAttention(dim=32, num_heads=2, impl="triton").to(DEVICE)
+    module = NaLaAttention(dim=32, num_heads=2, impl="triton", rope_pairing=rope_pairing).to(DEVICE)
     x = torch.randn(2, 50, 32, device=DEVICE)
     mask = torch.ones(2, 50, dtype=torch.bool, device=DEVICE)
     mask[1, 30:] = False

@@ -151,8 +151,6 @@ def test_within_signs_rope_never_pairs_a_positive_part_with_a_negative_one():
     assert NaLaAttention(32, 4, rope_pairing="within_signs", sign_split=False).rope_groups == 1
     with pytest.raises(ValueError, match="rope_pairing='both'"):
         NaLaAttention(32, 4, rope_pairing="both")
-    with pytest.raises(ValueError, match="impl=triton rotates across signs only"):
-        NaLaAttention(32, 4, impl="triton", rope_pairing="within_signs")
 
 
 @pytest.mark.parametrize("switch", ["rope", "lepe", "gate", "norm_aware", "sign_split"])
