@@ -167,17 +167,20 @@ if triton is not None:
         return t1, t2, u1, f1, log_u1, u2, f2, log_u2, norm, n, p, dp_dn
 
     @triton.jit
-    def _k_features(x1, x2, sel1, sel2, keep):
-        t1 = tl.maximum(x1 * x1 * x1 * keep[:, None] * sel1[None, :], 0.0)
-        t2 = tl.maximum(x2 * x2 * x2 * keep[:, None] * sel2[None, :], 0.0)
-        return t1, t2
+    def _k_features(x1, x2, sel1, sel2, keep, WITHIN: tl.constexpr):
+        if WITHIN:
+            t1 = tl.maximum(x1 * x1 * x1 * keep[:, None] * sel1[None, :], 0.0)
+            t2 = tl.maximum(x2 * x2 * x2 * keep[:, None] * sel2[None, :], 0.0)
+            return t1, t2
+        k3 = x1 * x1 * x1 * keep[:, None]  # x1 = x2 = k: one cube for both halves
+        return tl.maximum(k3, 0.0), tl.maximum(-k3, 0.0)
 
     @triton.jit
-    def _q_direct(x, sel, g, u, f, log_u, n, p, dp_dn):
-        """One tile's part of dq (before the norm's share) and of d(loss)/dn."""
-        g_f = tl.where(x * sel[None, :] > 0, g, 0.0)
+    def _q_direct(g_f, sign, u, f, log_u, n, p, dp_dn):
+        """dq through the power (before the norm's share) and d(loss)/dn, for features' gradient ``g_f`` (zero
+        where a feature is zero) and the sign of the element each feature came from."""
         u_pm1 = tl.where(u > 0, tl.exp2((p[:, None] - 1.0) * log_u), 0.0)
-        direct = g_f * sel[None, :] * p[:, None] * u_pm1 / n[:, None]
+        direct = g_f * sign * p[:, None] * u_pm1 / n[:, None]
         ln_u = log_u * 0.6931471805599453
         return direct, tl.sum(g_f * (-p[:, None] * f / n[:, None] + f * ln_u * dp_dn[:, None]), axis=1)
 
@@ -185,13 +188,14 @@ if triton is not None:
     def _store_pair(
         ptr, y1, y2, b, h, sb, sh, sn, rows, valid, BLOCK: tl.constexpr, D: tl.constexpr, WITHIN: tl.constexpr
     ):
-        """Gradients of the two input tiles back into the input's columns."""
+        """Gradients of the two input tiles back into the input's columns (across signs both tiles are the input
+        itself, and ``y1`` carries the whole gradient)."""
         if WITHIN:
             half = tl.arange(0, D // 2)
             _store_rows(ptr, _fold(y1, BLOCK, D), b, h, sb, sh, sn, rows, half, valid)
             _store_rows(ptr, _fold(y2, BLOCK, D), b, h, sb, sh, sn, rows, half + D // 2, valid)
         else:
-            _store_rows(ptr, y1 + y2, b, h, sb, sh, sn, rows, tl.arange(0, D), valid)
+            _store_rows(ptr, y1, b, h, sb, sh, sn, rows, tl.arange(0, D), valid)
 
     @triton.jit
     def _rotate(x1, x2, cos, sin, ROPE: tl.constexpr):
@@ -243,7 +247,7 @@ if triton is not None:
             valid = rows < N
             keep = tl.load(KEEP + b * N + rows, mask=valid, other=0.0)
             x1, x2, sel1, sel2 = _load_pair(K, b, h, skb, skh, skn, rows, valid, D, ROPE == 2)
-            pos, neg = _k_features(x1, x2, sel1, sel2, keep)
+            pos, neg = _k_features(x1, x2, sel1, sel2, keep, ROPE == 2)
             v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
@@ -423,17 +427,18 @@ if triton is not None:
             g1 += d_den[:, None] * kb1[None, :]
             g2 += d_den[:, None] * kb2[None, :]
             # Only the non-zero feature of each element (its sign's) carries a gradient into q.
-            direct1, tn1 = _q_direct(x1, sel1, g1, u1, f1, lu1, n, p, dp_dn)
-            direct2, tn2 = _q_direct(x2, sel2, g2, u2, f2, lu2, n, p, dp_dn)
-            through_n = tn1 + tn2
             inv = tl.where(norm > norm_eps, 1.0 / tl.maximum(norm, norm_eps), 0.0)
             if ROPE == 2:  # each element sits in both columns of its tile: half the norm's share in each
-                inv = 0.5 * inv
-                y1 = direct1 + (through_n * inv)[:, None] * x1
-                y2 = direct2 + (through_n * inv)[:, None] * x2
-            else:  # x1 = x2 = q: the norm's share once
-                y1 = direct1 + (through_n * inv)[:, None] * x1
-                y2 = direct2
+                m1, m2 = x1 * sel1[None, :] > 0, x2 * sel2[None, :] > 0
+                y1, tn1 = _q_direct(tl.where(m1, g1, 0.0), sel1[None, :], u1, f1, lu1, n, p, dp_dn)
+                y2, tn2 = _q_direct(tl.where(m2, g2, 0.0), sel2[None, :], u2, f2, lu2, n, p, dp_dn)
+                share = ((tn1 + tn2) * 0.5 * inv)[:, None]
+                y1, y2 = y1 + share * x1, y2 + share * x2
+            else:  # x1 = x2 = q: one power per element, as in the forward
+                g_f = tl.where(x1 > 0, g1, tl.where(x1 < 0, g2, 0.0))
+                y1, through_n = _q_direct(g_f, tl.where(x1 > 0, 1.0, -1.0), u1, f1, lu1, n, p, dp_dn)
+                y1 = y1 + (through_n * inv)[:, None] * x1
+                y2 = y1
             _store_pair(DQ, y1, y2, b, h, sdb, sdh, sdn, rows, valid, BLOCK, D, ROPE == 2)
 
     @triton.jit
@@ -475,7 +480,7 @@ if triton is not None:
             valid = rows < N
             keep = tl.load(KEEP + b * N + rows, mask=valid, other=0.0)
             x1, x2, sel1, sel2 = _load_pair(K, b, h, skb, skh, skn, rows, valid, D, ROPE == 2)
-            pos, neg = _k_features(x1, x2, sel1, sel2, keep)
+            pos, neg = _k_features(x1, x2, sel1, sel2, keep, ROPE == 2)
             v = _load_rows(V, b, h, svb, svh, svn, rows, cols, valid) * keep[:, None]
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
             r1, r2 = _rotate(pos, neg, cos, sin, ROPE)
@@ -488,8 +493,12 @@ if triton is not None:
             g1 = (g1 + dkb1[None, :]) * keep[:, None]
             g2 = (g2 + dkb2[None, :]) * keep[:, None]
             # k^3 > 0 exactly where k > 0; the masked k3 is 0 where keep is 0, and so is g.
-            dk1 = 3.0 * x1 * x1 * sel1[None, :] * tl.where(x1 * sel1[None, :] > 0, g1, 0.0)
-            dk2 = 3.0 * x2 * x2 * sel2[None, :] * tl.where(x2 * sel2[None, :] > 0, g2, 0.0)
+            if ROPE == 2:
+                dk1 = 3.0 * x1 * x1 * sel1[None, :] * tl.where(x1 * sel1[None, :] > 0, g1, 0.0)
+                dk2 = 3.0 * x2 * x2 * sel2[None, :] * tl.where(x2 * sel2[None, :] > 0, g2, 0.0)
+            else:  # x1 = x2 = k
+                dk1 = 3.0 * x1 * x1 * tl.where(x1 > 0, g1, tl.where(x1 < 0, -g2, 0.0))
+                dk2 = dk1
             _store_pair(DK, dk1, dk2, b, h, sdb, sdh, sdn, rows, valid, BLOCK, D, ROPE == 2)
 
 
