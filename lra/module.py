@@ -142,9 +142,26 @@ class LRAClassifier(L.LightningModule):
         if states["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(states["cuda"])
 
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val: float | None = None, gradient_clip_algorithm: str | None = None
+    ) -> None:
+        """Clip here rather than through Lightning, which refuses any fused optimizer (it might unscale gradients
+        itself); that only happens under fp16's GradScaler, where configure_optimizers turns fusing off. Without
+        this, `experiment=lra_sky` and `lra_original` (both clip) failed at their first step on a GPU (session 15)."""
+        if not gradient_clip_val:
+            return
+        params = [p for p in self.parameters() if p.grad is not None]
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+
     def configure_optimizers(self):
         o = self.optim_cfg
         fused = torch.cuda.is_available() and o.get("fused", True)  # one kernel for all parameters
+        trainer = self._trainer
+        if trainer is not None and trainer.gradient_clip_val and trainer.precision.startswith("16"):
+            fused = False  # fp16's GradScaler hands a fused AdamW scaled gradients: they must be unscaled to be clipped
         opt = torch.optim.AdamW(
             self.parameters(),
             lr=o["lr"],

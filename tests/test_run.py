@@ -403,3 +403,46 @@ def test_evaluation_runs_the_model_uncompiled(cfg_factory):
     module.train()
     module.training_step((ids, labels), 0)
     assert len(graphs) == 1
+
+
+def test_gradient_clipping_works_with_a_fused_optimizer_under_mixed_precision():
+    """Lightning refuses to clip for a fused optimizer under mixed precision; the GPU runs use a fused AdamW, so
+    `experiment=lra_sky` (value clipping at 1.0) died at its first step on the H200. The module clips itself: the
+    gradients the optimiser steps with are clipped, by value and by norm."""
+    import lightning as L
+
+    from lra.module import LRAClassifier
+
+    net = dict(vocab_size=8, max_len=6, dual=False, dim=8, depth=1, num_heads=2, mlp_dim=8, head_dim=4, dropout=0.0)
+    seen: list[torch.Tensor] = []
+
+    class Fused(LRAClassifier):  # what configure_optimizers builds on a GPU, here on the CPU
+        def configure_optimizers(self):
+            opt = torch.optim.AdamW(self.parameters(), lr=1e-3, fused=True)
+            opt.register_step_post_hook(
+                lambda o, *_: seen.append(torch.cat([p.grad.flatten() for p in self.parameters()]))
+            )
+            return opt
+
+    ids, labels = torch.randint(1, 8, (16, 6)), torch.randint(0, 3, (16,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(ids, labels), batch_size=8)
+    for algorithm, clip in (("value", 1e-4), ("norm", 1e-3)):
+        torch.manual_seed(0)
+        module = Fused({**net, "attention": {"name": "softmax"}}, {"lr": 1e-3}, num_classes=3, total_steps=2)
+        trainer = L.Trainer(
+            accelerator="cpu",
+            precision="bf16-mixed",
+            max_steps=2,
+            gradient_clip_val=clip,
+            gradient_clip_algorithm=algorithm,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        seen.clear()
+        trainer.fit(module, loader)
+        assert len(seen) == 2
+        for grad in seen:
+            size = grad.abs().max() if algorithm == "value" else grad.norm()
+            assert 0 < size <= clip * 1.0001, (algorithm, float(size))
