@@ -153,18 +153,19 @@ if triton is not None:
         else:
             p = tl.zeros_like(n) + fixed_power
             dp_dn = tl.zeros_like(n)
-        u1 = tl.abs(x1) / n[:, None]
+        inv_n = 1.0 / n  # one reciprocal per row, not a division per element
+        u1 = tl.abs(x1) * inv_n[:, None]
         log_u1 = tl.log2(tl.where(u1 > 0, u1, 1.0))
         f1 = tl.where(u1 > 0, tl.exp2(p[:, None] * log_u1), 0.0)
         if WITHIN:
-            u2 = tl.abs(x2) / n[:, None]
+            u2 = tl.abs(x2) * inv_n[:, None]
             log_u2 = tl.log2(tl.where(u2 > 0, u2, 1.0))
             f2 = tl.where(u2 > 0, tl.exp2(p[:, None] * log_u2), 0.0)
         else:  # one power per element gives both halves: of relu(x) and relu(-x) exactly one is non-zero
             u2, log_u2, f2 = u1, log_u1, f1
         t1 = tl.where(x1 * sel1[None, :] > 0, f1, 0.0)
         t2 = tl.where(x2 * sel2[None, :] > 0, f2, 0.0)
-        return t1, t2, u1, f1, log_u1, u2, f2, log_u2, norm, n, p, dp_dn
+        return t1, t2, u1, f1, log_u1, u2, f2, log_u2, norm, inv_n, p, dp_dn
 
     @triton.jit
     def _k_features(x1, x2, sel1, sel2, keep, WITHIN: tl.constexpr):
@@ -176,13 +177,15 @@ if triton is not None:
         return tl.maximum(k3, 0.0), tl.maximum(-k3, 0.0)
 
     @triton.jit
-    def _q_direct(g_f, sign, u, f, log_u, n, p, dp_dn):
+    def _q_direct(g_f, x, f, log_u, inv_n, p, dp_dn):
         """dq through the power (before the norm's share) and d(loss)/dn, for features' gradient ``g_f`` (zero
-        where a feature is zero) and the sign of the element each feature came from."""
-        u_pm1 = tl.where(u > 0, tl.exp2((p[:, None] - 1.0) * log_u), 0.0)
-        direct = g_f * sign * p[:, None] * u_pm1 / n[:, None]
+        where a feature is zero, and non-zero only where the feature's sign is x's).
+
+        d/dx of (|x|/n)^p is sign(x) p u^(p-1) / n = p f / x: one division where a second power (exp2) was, the
+        step's most expensive part being these per-element transcendentals (notes, session 8)."""
+        direct = g_f * p[:, None] * f / tl.where(x != 0, x, 1.0)
         ln_u = log_u * 0.6931471805599453
-        return direct, tl.sum(g_f * (-p[:, None] * f / n[:, None] + f * ln_u * dp_dn[:, None]), axis=1)
+        return direct, tl.sum(g_f * f * (ln_u * dp_dn[:, None] - p[:, None] * inv_n[:, None]), axis=1)
 
     @triton.jit
     def _store_pair(
@@ -294,7 +297,7 @@ if triton is not None:
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
             x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
-            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, n, p, dp_dn = _q_features(
+            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
                 x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
             den = tl.sum(pos * kb1[None, :] + neg * kb2[None, :], axis=1) + denom_eps
@@ -358,7 +361,7 @@ if triton is not None:
             valid = rows < N
             d_num, d_den = _load_grad_rows(O, DO, DEN + bh * N, b, h, sob, soh, son, sgb, sgh, sgn, rows, cols, valid)
             x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
-            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, n, p, dp_dn = _q_features(
+            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
                 x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
@@ -416,7 +419,7 @@ if triton is not None:
             valid = rows < N
             d_num, d_den = _load_grad_rows(O, DO, DEN + bh * N, b, h, sob, soh, son, sgb, sgh, sgn, rows, cols, valid)
             x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
-            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, n, p, dp_dn = _q_features(
+            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
                 x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
@@ -430,13 +433,13 @@ if triton is not None:
             inv = tl.where(norm > norm_eps, 1.0 / tl.maximum(norm, norm_eps), 0.0)
             if ROPE == 2:  # each element sits in both columns of its tile: half the norm's share in each
                 m1, m2 = x1 * sel1[None, :] > 0, x2 * sel2[None, :] > 0
-                y1, tn1 = _q_direct(tl.where(m1, g1, 0.0), sel1[None, :], u1, f1, lu1, n, p, dp_dn)
-                y2, tn2 = _q_direct(tl.where(m2, g2, 0.0), sel2[None, :], u2, f2, lu2, n, p, dp_dn)
+                y1, tn1 = _q_direct(tl.where(m1, g1, 0.0), x1, f1, lu1, inv_n, p, dp_dn)
+                y2, tn2 = _q_direct(tl.where(m2, g2, 0.0), x2, f2, lu2, inv_n, p, dp_dn)
                 share = ((tn1 + tn2) * 0.5 * inv)[:, None]
                 y1, y2 = y1 + share * x1, y2 + share * x2
             else:  # x1 = x2 = q: one power per element, as in the forward
                 g_f = tl.where(x1 > 0, g1, tl.where(x1 < 0, g2, 0.0))
-                y1, through_n = _q_direct(g_f, tl.where(x1 > 0, 1.0, -1.0), u1, f1, lu1, n, p, dp_dn)
+                y1, through_n = _q_direct(g_f, x1, f1, lu1, inv_n, p, dp_dn)
                 y1 = y1 + (through_n * inv)[:, None] * x1
                 y2 = y1
             _store_pair(DQ, y1, y2, b, h, sdb, sdh, sdn, rows, valid, BLOCK, D, ROPE == 2)
