@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,19 @@ def test_existing_batches_are_kept_and_tmp_leftovers_removed(tmp_path):
     assert meta.exists() and not list(cfg.folder(tmp_path).rglob(".*tmp*"))
     assert (cfg.folder(tmp_path) / "imgs" / "0" / "sample_0.png").read_bytes() == before
     assert pf.generator_version(cfg.folder(tmp_path)) == pf.GENERATOR_VERSION
+
+
+def test_generating_a_complete_folder_again_leaves_its_fingerprint_alone(tmp_path):
+    """Each device call runs the generator; on a machine that already holds the images it must change nothing,
+    or the data cache (keyed by the files' sizes and mtimes) is rebuilt: 200K PNGs decoded again per run."""
+    from lra.data.cache import fingerprint
+
+    cfg = pf.PathfinderConfig.lra(32)
+    pf.write_dataset(tmp_path, cfg, 20, 10, seed=1, workers=1)
+    before = fingerprint(cfg.folder(tmp_path))
+    time.sleep(0.01)  # a rewrite would get another mtime
+    again = pf.write_dataset(tmp_path, cfg, 20, 10, seed=1, workers=1)
+    assert (again.images, again.skipped_batches) == (0, 2) and fingerprint(cfg.folder(tmp_path)) == before
 
 
 def test_a_folder_of_other_generator_settings_or_version_is_not_completed(tmp_path):

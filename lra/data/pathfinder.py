@@ -925,7 +925,9 @@ def write_dataset(
             raise LRAError(f"{stamp_file}: written by another generator version or settings; delete {folder} first")
     elif any((folder / "metadata").glob("*.npy")):
         raise LRAError(f"{folder}: holds images without {STAMP} (an older generator); delete it first")
-    _write_atomic(stamp_file, stamp.encode())  # first, so that a resumed run finds it
+    else:  # first, so that a resumed run finds it; never rewritten: a new mtime would change the data's fingerprint
+        # and make every run decode all the PNGs again (lra/data/cache.py; ~30 s per call on the H200, session 15)
+        _write_atomic(stamp_file, stamp.encode())
     jobs = []
     for b, start in enumerate(range(0, num_images, batch_size)):
         jobs.append((str(folder), cfg, b, min(batch_size, num_images - start), seed))
