@@ -6,6 +6,8 @@
 # from its last checkpoint when a later call starts it again (see CKPT below).
 # WORKERS: loader processes per run (default 0: lite batches are small and read in place in ~0.2 ms; on the H200
 # bf16 ran 62.9 steps/s in-process vs 53.1 with 4 workers and fused AdamW together, not yet separated).
+# A second instance beside this one (a probe on one GPU, OUT=$OUT/probe) sets SEND_CACHE=0: one copy of the compile
+# cache comes back, from the main instance.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
@@ -23,6 +25,12 @@ EXPERIMENT=${EXPERIMENT:-lra_lite}  # tests/test_gpu_session.py runs the stages 
 # put them back under checkpoints/device/ here and name that folder in the next call's carry.
 CKPT=${CKPT:-$PWD/checkpoints/device}
 STAGES=${STAGES:-"gen bench throughput runs"}
+# Compiled kernels persist across calls: Inductor's and Triton's on-disk caches live under $CKPT and go back with the
+# checkpoints (below; scripts/unpack_device.sh puts them where the next call carries them). Each run's start under
+# trainer.compile left its GPU idle for 50-80 s (session 15's dmon), most of it compiling what an earlier call had
+# compiled already; on the CPU a warm cache took a smoke run's compile from ~40 s to ~5 s.
+CACHE=${COMPILE_CACHE:-$CKPT/compile_cache}
+export TORCHINDUCTOR_CACHE_DIR=$CACHE/inductor TRITON_CACHE_DIR=$CACHE/triton
 # Generator processes: every core the script may use. Not `nproc`, which answers OMP_NUM_THREADS when that is set:
 # a call that set it for its training runs generated its data on 3 of 16 cores (session 13: 154 s instead of ~40).
 CORES=$(python3 -c "import os; print(len(os.sched_getaffinity(0)))")
@@ -216,6 +224,15 @@ for last in "$CKPT"/*/*/last.ckpt; do
   mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
   cp "$run_dir"/curve.csv "$OUT/ckpt/$rel/" 2>/dev/null  # the learning curve so far travels with it
 done
+# The compile cache goes back whole (it began as the carried one), unless it outgrew what a call may carry.
+if [ -d "$CACHE" ] && [ "${SEND_CACHE:-1}" = 1 ]; then
+  mb=$(du -sm "$CACHE" | cut -f1)
+  if [ "$mb" -le "${CACHE_MAX_MB:-24}" ]; then
+    cp -r "$CACHE" "$OUT/compile_cache" && echo "== compile cache sent back ($mb MB)"
+  else
+    echo "== compile cache not sent back: $mb MB > CACHE_MAX_MB=${CACHE_MAX_MB:-24} (the carry holds 64 MiB in all)"
+  fi
+fi
 # The device tool returns at most 8 files, 16 MiB each, 2 folders deep: everything but this log goes back as one
 # gzipped tar in 15 MiB parts (out.tgz.00, .01, ...). Here: cat out.tgz.* | tar xzf - -C <dest>
 # (scripts/unpack_device.sh does that, and moves unfinished runs' checkpoints where the next call carries them).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Unpacks what scripts/gpu_session.sh sent back through the device tool (session.log + out.tgz.NN parts) into DEST.
-# With CKPT_DEST, unfinished runs' checkpoints move there (checkpoints/device: carry it, and the runs resume).
+# With CKPT_DEST, unfinished runs' checkpoints move there (checkpoints/device: carry it, and the runs resume), and
+# so does the compile cache (the next call's runs start without compiling what this one compiled).
 #   bash scripts/unpack_device.sh /work/.device/N results/device_logs/session_7_call1 [checkpoints/device]
 # Then scripts/merge_device.py on DEST brings its rows, curves, benchmark and throughput rows into results/.
 set -euo pipefail
@@ -14,4 +15,8 @@ fi
 if [ -n "$ckpt_dest" ] && [ -d "$dest/ckpt" ]; then
   mkdir -p "$ckpt_dest" && cp -r "$dest/ckpt/." "$ckpt_dest/" && rm -rf "$dest/ckpt"
 fi
-find "$dest" -type f | sort
+# The compile cache that came back replaces the carried one (it grew from it: scripts/gpu_session.sh).
+if [ -n "$ckpt_dest" ] && [ -d "$dest/compile_cache" ]; then
+  mkdir -p "$ckpt_dest" && rm -rf "$ckpt_dest/compile_cache" && mv "$dest/compile_cache" "$ckpt_dest/compile_cache"
+fi
+find "$dest" -type f -not -path "*/compile_cache/*" | sort

@@ -263,3 +263,41 @@ def test_mps_is_started_and_stopped_or_its_absence_said(tmp_path, have_mps):
         assert calls.read_text().split("\n")[:2] == ["-d /tmp/mps-pipe ", " /tmp/mps-pipe quit"]
     else:
         assert "== MPS not available here" in res.stdout
+
+
+def test_the_compile_cache_goes_back_and_the_next_call_reuses_it(tmp_path):
+    """Compiled kernels travel like checkpoints: the call sends its Inductor/Triton cache back, unpacking puts it
+    where the next call carries it, and a run compiled there again finds every graph in it (no new entries)."""
+    spec = "listops:softmax:0:trainer.compile=true"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    pruns(first, spec, COMPILE_CACHE=str(first / "cache"))
+    assert (first / "out" / "compile_cache" / "inductor").is_dir()  # sent back (session() unpacked it in place)
+    dest = tmp_path / "carried"
+    subprocess.run(
+        ["bash", "scripts/unpack_device.sh", str(first / "out"), str(first / "out"), str(dest)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    assert not (first / "out" / "compile_cache").exists()  # moved to where the next call carries it from
+    graphs = sorted(
+        p.relative_to(dest) for p in (dest / "compile_cache" / "inductor" / "fxgraph").rglob("*") if p.is_file()
+    )
+    assert graphs  # Inductor's FX graph cache, filled by the first call
+    res, _ = pruns(second, spec.replace(":0:", ":1:"), COMPILE_CACHE=str(dest / "compile_cache"))
+    assert "compile cache sent back" in res.stdout
+    after = sorted(
+        p.relative_to(dest) for p in (dest / "compile_cache" / "inductor" / "fxgraph").rglob("*") if p.is_file()
+    )
+    assert after == graphs  # every graph was found: nothing compiled anew
+
+
+def test_an_oversized_compile_cache_stays_behind(tmp_path):
+    cache = tmp_path / "cache"
+    (cache / "triton").mkdir(parents=True)
+    (cache / "triton" / "blob").write_bytes(os.urandom(2 << 20))
+    res, out = session(tmp_path, timeout=120, STAGES="none", COMPILE_CACHE=str(cache), CACHE_MAX_MB="1")
+    assert (
+        "compile cache not sent back: 3 MB > CACHE_MAX_MB=1" in res.stdout
+    )  # du rounds up and not (out / "compile_cache").exists()
