@@ -100,6 +100,8 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     # Fuses the element-wise work of the whole model; graphs are reused across steps.
     if t.pop("compile"):
         compile_model(model.model, mode=compile_mode, dynamic=compile_dynamic)
+    if t.pop("compile_eval"):
+        model.compile_evaluation()
     if t.pop("enable_progress_bar"):
         callbacks.append(RichProgressBar(refresh_rate=t.pop("progress_refresh")))
     else:
@@ -149,6 +151,7 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         resumed_from_step=resumed_from,
         steady_steps_per_sec=timer.steady_steps / timer.steady_seconds if timer.steady_seconds > 0 else None,
         compile=bool(cfg.trainer.compile),
+        compile_eval=bool(cfg.trainer.get("compile_eval", False)),
     )
     row["peak_mem_mb"], row["peak_mem_kind"] = peak_memory_mb()
     row["world_size"] = trainer.world_size
@@ -174,7 +177,14 @@ POSITIVE_INTS = {
 }
 OPTIONAL_POSITIVE_INTS = {"task": ("eval_batch_size", "pad_multiple"), "trainer": ("limit_val_batches",)}  # or null
 RESULT_NEUTRAL_TASK_KEYS = ("eval_batch_size", "pad_multiple")
-RESULT_NEUTRAL_TRAINER_KEYS = ("compile", "compile_mode", "compile_dynamic", "enable_progress_bar", "progress_refresh")
+RESULT_NEUTRAL_TRAINER_KEYS = (
+    "compile",
+    "compile_mode",
+    "compile_dynamic",
+    "compile_eval",
+    "enable_progress_bar",
+    "progress_refresh",
+)
 RESULT_NEUTRAL_ATTENTION_KEYS = ("lepe_impl",)  # the layout of the same convolution (tested equal to nn.Conv1d)
 ADDED_KEYS = {
     ("trainer", "select_best_after"): 0.0,

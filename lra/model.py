@@ -9,6 +9,7 @@ dropout -> residual; LN -> MLP(GELU) -> residual), final LN, mean or CLS pooling
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -149,3 +150,10 @@ def compile_model(model: nn.Module, mode: str | None = None, dynamic: bool | Non
     attention leaves a CPU tensor in its compiled graphs."""
     torch._dynamo.config.specialize_float = True
     model.compile(dynamic=dynamic, mode=mode, **options)
+
+
+def compiled_forward(model: nn.Module, dynamic: bool | None = True, **options: Any) -> Callable[..., Any]:
+    """``model.forward`` under a ``torch.compile`` of its own (Inductor's default mode: no CUDA graphs), leaving
+    the module and its training compile as they are; floats specialised as in ``compile_model``."""
+    torch._dynamo.config.specialize_float = True
+    return torch.compile(model.forward, dynamic=dynamic, **options)

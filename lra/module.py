@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lra.model import LRAModel
+from lra.model import LRAModel, compiled_forward
 
 
 def warmup_decay(step: int, warmup: int, total: int, decay: str) -> float:
@@ -41,6 +42,7 @@ class LRAClassifier(L.LightningModule):
         self.save_hyperparameters()
         self.model = LRAModel(num_classes=num_classes, **net)
         self.optim_cfg, self.total_steps = optim, total_steps
+        self._compiled_evaluate: Callable[[torch.Tensor], torch.Tensor] | None = None  # compile_evaluation()
         # Without input checks: they call torch.unique / .any() on every evaluation batch, each a host-device
         # sync on a GPU (labels out of range still fail, in the loss). A NaN loss then shows as a NaN mean.
         # The validation loss is fed per example, so the mean needs no weights.
@@ -71,7 +73,15 @@ class LRAClassifier(L.LightningModule):
         graphs of its own, in the memory pool that training's graphs use; evaluation batches are large, so eager
         costs little. (Not the cure for the CUDA-graph error of resumed nalaformer runs, session 9: that one
         persisted; docs/training-throughput.md.)"""
+        if self._compiled_evaluate is not None:
+            return self._compiled_evaluate(ids)
         return self.model.forward(ids)
+
+    def compile_evaluation(self, **options: Any) -> None:
+        """Evaluation through a compile of its own (``trainer.compile_eval``): fused kernels but no CUDA graphs,
+        so that its batch sizes record nothing in training's graph pool. Validation was 15-40% of a lite run's
+        work (docs/training-throughput.md), run eagerly; ``options`` go to ``torch.compile`` (tests: a backend)."""
+        self._compiled_evaluate = compiled_forward(self.model, **options)
 
     def on_train_batch_start(self, batch, batch_idx) -> None:
         """An attention with state that changes between steps (performer's feature redraws) defines

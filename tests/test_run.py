@@ -381,6 +381,50 @@ def test_evaluation_metrics_do_not_check_inputs_each_batch():
     assert module.val_acc.compute() == pytest.approx(0.5) and module.val_loss.compute() == pytest.approx(2.5)
 
 
+def test_compiled_evaluation_has_its_own_graph_and_the_eager_logits(cfg_factory):
+    """trainer.compile_eval: evaluation batches of other sizes and lengths go through a compile of their own (at
+    most one recompile, for dynamic shapes), with the eager model's logits; the module stays uncompiled."""
+    from lra.module import LRAClassifier
+
+    torch._dynamo.reset()
+    config = OmegaConf.to_container(cfg_factory("experiment=smoke"), resolve=True)
+    module = LRAClassifier.from_config(config, total_steps=10).eval()
+    batches = [torch.randint(1, 10, (4, 32)), torch.randint(1, 10, (3, 20)), torch.randint(1, 10, (5, 27))]
+    with torch.inference_mode():
+        eager = [module.evaluate(ids) for ids in batches]
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    module.compile_evaluation(backend=counting_backend)
+    with torch.inference_mode():
+        compiled = [module.evaluate(ids) for ids in batches]
+    assert 1 <= len(graphs) <= 2
+    for a, b in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(a, b)
+    assert module.model._compiled_call_impl is None  # training's path untouched
+
+
+def test_compile_eval_is_wired_and_keeps_the_run_id(cfg_factory, tmp_path, monkeypatch):
+    from lra.module import LRAClassifier
+
+    torch._dynamo.reset()
+    graphs = []
+    compile_evaluation = LRAClassifier.compile_evaluation
+
+    def counting(self):
+        compile_evaluation(self, backend=lambda gm, _: graphs.append(gm) or gm.forward)
+
+    monkeypatch.setattr(LRAClassifier, "compile_evaluation", counting)
+    over = ("experiment=smoke", f"results_dir={tmp_path}", f"checkpoint_dir={tmp_path / 'ck'}")
+    row = run.train(cfg_factory(*over, "trainer.compile_eval=true"))
+    assert graphs and row["compile_eval"] is True and row["status"] == "ok"
+    plain = OmegaConf.to_container(cfg_factory(*over), resolve=True)
+    assert row["run_id"] == run.run_id(plain)  # the same model evaluated: the same run
+
+
 def test_evaluation_runs_the_model_uncompiled(cfg_factory):
     """Under trainer.compile only training goes through the compiled model: evaluation batches of other sizes
     would record CUDA graphs of their own beside training's (a resumed nalaformer run died of that on the H200)."""
