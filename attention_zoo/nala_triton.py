@@ -140,7 +140,8 @@ if triton is not None:
 
     @triton.jit
     def _q_features(x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE: tl.constexpr, WITHIN: tl.constexpr):
-        """phi_q as its two tiles, plus what the backward needs: per tile u = |x|/n, f = u^p, log2 u; n, p, dp/dn."""
+        """phi_q as its two tiles, plus what the backward needs: per tile f = u^p and log2 u (u = |x|/n); 1/n, p,
+        dp/dn."""
         if WITHIN:  # every element of q is in each tile pair twice
             norm = tl.sqrt(0.5 * (tl.sum(x1 * x1, axis=1) + tl.sum(x2 * x2, axis=1)))
         else:
@@ -162,10 +163,10 @@ if triton is not None:
             log_u2 = tl.log2(tl.where(u2 > 0, u2, 1.0))
             f2 = tl.where(u2 > 0, tl.exp2(p[:, None] * log_u2), 0.0)
         else:  # one power per element gives both halves: of relu(x) and relu(-x) exactly one is non-zero
-            u2, log_u2, f2 = u1, log_u1, f1
+            log_u2, f2 = log_u1, f1
         t1 = tl.where(x1 * sel1[None, :] > 0, f1, 0.0)
         t2 = tl.where(x2 * sel2[None, :] > 0, f2, 0.0)
-        return t1, t2, u1, f1, log_u1, u2, f2, log_u2, norm, inv_n, p, dp_dn
+        return t1, t2, f1, log_u1, f2, log_u2, norm, inv_n, p, dp_dn
 
     @triton.jit
     def _k_features(x1, x2, sel1, sel2, keep, WITHIN: tl.constexpr):
@@ -297,7 +298,7 @@ if triton is not None:
             rows = part * ROWS + i + tl.arange(0, BLOCK)
             valid = rows < N
             x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
-            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
+            pos, neg, f1, lu1, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
                 x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
             den = tl.sum(pos * kb1[None, :] + neg * kb2[None, :], axis=1) + denom_eps
@@ -361,7 +362,7 @@ if triton is not None:
             valid = rows < N
             d_num, d_den = _load_grad_rows(O, DO, DEN + bh * N, b, h, sob, soh, son, sgb, sgh, sgn, rows, cols, valid)
             x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
-            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
+            pos, neg, f1, lu1, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
                 x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)
@@ -419,7 +420,7 @@ if triton is not None:
             valid = rows < N
             d_num, d_den = _load_grad_rows(O, DO, DEN + bh * N, b, h, sob, soh, son, sgb, sgh, sgn, rows, cols, valid)
             x1, x2, sel1, sel2 = _load_pair(Q, b, h, sqb, sqh, sqn, rows, valid, D, ROPE == 2)
-            pos, neg, u1, f1, lu1, u2, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
+            pos, neg, f1, lu1, f2, lu2, norm, inv_n, p, dp_dn = _q_features(
                 x1, x2, sel1, sel2, norm_eps, fixed_power, NORM_AWARE, ROPE == 2
             )
             cos, sin = _load_rope(COS, SIN, rows, cols, valid, D)

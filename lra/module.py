@@ -69,10 +69,10 @@ class LRAClassifier(L.LightningModule):
 
     def evaluate(self, ids: torch.Tensor) -> torch.Tensor:
         """Logits from the model as written, bypassing ``trainer.compile`` (``nn.Module.compile`` wraps only
-        ``__call__``). Under CUDA graphs every evaluation batch size (and the last, smaller batch) would record
-        graphs of its own, in the memory pool that training's graphs use; evaluation batches are large, so eager
-        costs little. (Not the cure for the CUDA-graph error of resumed nalaformer runs, session 9: that one
-        persisted; docs/training-throughput.md.)"""
+        ``__call__``), or from ``compile_evaluation``'s own compile when ``trainer.compile_eval`` is on. Under CUDA
+        graphs every evaluation batch size (and the last, smaller batch) would record graphs of its own, in the
+        memory pool that training's graphs use. (Not the cure for the CUDA-graph error of resumed nalaformer runs,
+        session 9: that one persisted; docs/training-throughput.md.)"""
         if self._compiled_evaluate is not None:
             return self._compiled_evaluate(ids)
         return self.model.forward(ids)

@@ -27,8 +27,8 @@ CKPT=${CKPT:-$PWD/checkpoints/device}
 STAGES=${STAGES:-"gen bench throughput runs"}
 # Compiled kernels persist across calls: Inductor's and Triton's on-disk caches live under $CKPT and go back with the
 # checkpoints (below; scripts/unpack_device.sh puts them where the next call carries them). Each run's start under
-# trainer.compile left its GPU idle for 50-80 s (session 15's dmon), most of it compiling what an earlier call had
-# compiled already; on the CPU a warm cache took a smoke run's compile from ~40 s to ~5 s.
+# trainer.compile left its GPU idle for 50-80 s (session 15's dmon), ~25 s of it a cold compile of what an earlier
+# call had compiled already (~7 s warm); on the CPU a warm cache took a smoke run's compile from ~40 s to ~5 s.
 CACHE=${COMPILE_CACHE:-$CKPT/compile_cache}
 export TORCHINDUCTOR_CACHE_DIR=$CACHE/inductor TRITON_CACHE_DIR=$CACHE/triton
 # Generator processes: every core the script may use. Not `nproc`, which answers OMP_NUM_THREADS when that is set:
