@@ -174,6 +174,18 @@ for stage in $STAGES; do
           experiment=$exp data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
           trainer.enable_progress_bar=false "${@:2}" >>"$OUT/logs/$name.log" 2>&1; }
         args=" ${RUN_EXTRA:-} ${own//,/ } "  # the spec's own overrides last: they win
+        # Evaluation batches default to large ones here (the protocol's batch is the training one; the result is the
+        # same, tested): session 15's ListOps runs, left at 32, spent 36 of 99 s validating. These sizes ran on the
+        # H200 for every attention (sessions 12-14); EVAL_BATCH=N (all runs), =train (the training batch), RUN_EXTRA or
+        # the spec choose otherwise.
+        if [[ "$args" != *" task.eval_batch_size="* ]]; then
+          case ${EVAL_BATCH:-$task} in
+            listops | text) args+="task.eval_batch_size=256 " ;;
+            retrieval) args+="task.eval_batch_size=128 " ;;
+            pathfinder | image) args+="task.eval_batch_size=1024 " ;;
+            [0-9]*) args+="task.eval_batch_size=$EVAL_BATCH " ;;
+          esac
+        fi
         # shellcheck disable=SC2086
         prun "$left" $args; rc=$?  # before any $(...) below, which would reset it
         # A run that fails under trainer.compile (a CUDA-graph error ended one in session 9; linear and performer

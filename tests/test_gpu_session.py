@@ -20,7 +20,7 @@ if [ "${1:-}" = "-L" ]; then echo "GPU 0: Stand-in"; echo "GPU 1: Stand-in"; els
 
 def session(tmp_path: Path, timeout: int = 400, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
+    bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
     (bin_dir / "nvidia-smi").chmod(0o755)
     (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would lose the venv
@@ -270,7 +270,6 @@ def test_the_compile_cache_goes_back_and_the_next_call_reuses_it(tmp_path):
     where the next call carries it, and a run compiled there again finds every graph in it (no new entries)."""
     spec = "listops:softmax:0:trainer.compile=true"
     first, second = tmp_path / "first", tmp_path / "second"
-    first.mkdir(), second.mkdir()
     pruns(first, spec, COMPILE_CACHE=str(first / "cache"))
     assert (first / "out" / "compile_cache" / "inductor").is_dir()  # sent back (session() unpacked it in place)
     dest = tmp_path / "carried"
@@ -301,3 +300,16 @@ def test_an_oversized_compile_cache_stays_behind(tmp_path):
     assert (
         "compile cache not sent back: 3 MB > CACHE_MAX_MB=1" in res.stdout
     )  # du rounds up and not (out / "compile_cache").exists()
+
+
+def test_evaluation_batches_default_to_large_ones_unless_chosen(tmp_path):
+    """Validation at the training batch cost ListOps a third of its run on the H200: the script passes a large
+    evaluation batch per task unless the spec, RUN_EXTRA or EVAL_BATCH says otherwise."""
+    _, out = pruns(tmp_path / "a", "listops:softmax:0 listops:softmax:1:task.eval_batch_size=64", PER_GPU="2")
+    chosen = {
+        r["seed"]: [o for o in r["overrides"] if o.startswith("task.eval_batch_size=")]
+        for r in rows(out / "runs.jsonl")
+    }
+    assert chosen == {0: ["task.eval_batch_size=256"], 1: ["task.eval_batch_size=64"]}
+    _, out = pruns(tmp_path / "b", "listops:softmax:2", EVAL_BATCH="train")
+    assert not [o for o in rows(out / "runs.jsonl")[0]["overrides"] if o.startswith("task.eval_batch_size=")]
