@@ -52,12 +52,16 @@ RUN_COLUMNS = [
 
 
 @lru_cache(maxsize=1)
-def standard_paths() -> dict[str, str]:
-    """Each task's data folder as its config names it (conf/task/<task>.yaml)."""
+def shipped_tasks() -> dict[str, dict]:
+    """Each task's config as shipped (conf/task/<task>.yaml), the benchmark's data settings."""
     from omegaconf import OmegaConf
 
     conf = Path(__file__).resolve().parents[1] / "conf" / "task"
-    return {p.stem: str(OmegaConf.load(p).get("path")) for p in sorted(conf.glob("*.yaml"))}
+    return {p.stem: OmegaConf.to_container(OmegaConf.load(p)) for p in sorted(conf.glob("*.yaml"))}
+
+
+# What the model is shown of the same files: black pixels as padding or as tokens, which examples are held out.
+INPUT_KEYS = ("mask_pixel_zero", "split_seed")
 
 
 # A protocol's training schedule: (key in task.protocols.<protocol>, where the run's resolved config holds it).
@@ -71,7 +75,7 @@ SCHEDULE_KEYS = {
 
 def diagnostic_reason(row: dict) -> str | None:
     """What makes a run other than the benchmark's, or None. Its data: another Pathfinder difficulty or generator
-    variant, quantised pixels, a row marked ``superseded``; or its schedule: batch size, learning rate, warm-up or
+    variant, quantised pixels, black pixels as tokens or another split (``INPUT_KEYS``), a row marked ``superseded``; or its schedule: batch size, learning rate, warm-up or
     steps overridden away from its protocol's (a short probe run, ``scripts/gpu_session.sh`` STAGES=graphs). Such
     a run is a diagnostic: beside the published number it would mislead."""
     config = row.get("config") or {}
@@ -84,9 +88,12 @@ def diagnostic_reason(row: dict) -> str | None:
             value = value.get(part) if isinstance(value, dict) else None
         if key in schedule and value is not None and value != schedule[key]:
             changes.append(f"{'.'.join(where)}={value} (protocol {config['protocol']}: {schedule[key]})")
-    standard = standard_paths().get(str(row.get("task")))
-    if standard and task.get("path") not in (None, standard):
+    shipped = shipped_tasks().get(str(row.get("task"))) or {}
+    if shipped.get("path") and task.get("path") not in (None, shipped["path"]):
         changes.append(f"task.path={task['path']}")
+    for key in INPUT_KEYS:  # absent in rows from before the key: the shipped value
+        if key in shipped and key in task and task[key] != shipped[key]:
+            changes.append(f"task.{key}={str(task[key]).lower() if isinstance(task[key], bool) else task[key]}")
     if task.get("pixel_levels") is not None:
         changes.append(f"task.pixel_levels={task['pixel_levels']}")
     version = row.get("data_generator")  # absent in rows before it was recorded; None for unstamped (official) data

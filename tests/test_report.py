@@ -192,8 +192,16 @@ def test_runs_on_variant_data_stay_out_of_the_tables(results, capsys):
     would mislead, so the report leaves it out and says so."""
     easy = {"task": {"path": "pathfinder32/curv_baseline"}}
     quantised = {"task": {"path": "pathfinder32/curv_contour_length_14", "pixel_levels": 4}}
-    standard = {"task": {"path": "pathfinder32/curv_contour_length_14"}}
-    for run_id, config, acc in (("easy", easy, 0.99), ("quant", quantised, 0.98), ("std", standard, 0.61)):
+    standard = {"task": {"path": "pathfinder32/curv_contour_length_14", "mask_pixel_zero": True, "split_seed": 42}}
+    black = {"task": {"path": "pathfinder32/curv_contour_length_14", "mask_pixel_zero": False}}  # black as tokens
+    resplit = {"task": {"path": "pathfinder32/curv_contour_length_14", "split_seed": 7}}
+    for run_id, config, acc in (
+        ("easy", easy, 0.99),
+        ("quant", quantised, 0.98),
+        ("black", black, 0.95),
+        ("resplit", resplit, 0.94),
+        ("std", standard, 0.61),
+    ):
         append_row(
             results, fixture_row(task="pathfinder", attention="linear", run_id=run_id, config=config, test_acc=acc)
         )
@@ -208,11 +216,13 @@ def test_runs_on_variant_data_stay_out_of_the_tables(results, capsys):
     err = capsys.readouterr().err
     assert "left out of the tables: easy (task.path=pathfinder32/curv_baseline)" in err
     assert "left out of the tables: quant (task.pixel_levels=4)" in err
+    assert "left out of the tables: black (task.mask_pixel_zero=false)" in err
+    assert "left out of the tables: resplit (task.split_seed=7)" in err
     assert "left out of the tables: old (superseded: older generator)" in err
     assert "left out of the tables: v1 (data of generator version 1, now 2)" in err and "rel (" not in err
     md = (results / "tables" / "leaderboard.md").read_text()
     linear = next(line for line in md.splitlines() if line.startswith("| linear |"))
-    assert "61.00 (1)" in linear and all(f"{a}.00" not in md for a in (99, 98, 97, 96)) and "70.00 (1)" in md
+    assert "61.00 (1)" in linear and all(f"{a}.00" not in md for a in (99, 98, 97, 96, 95, 94)) and "70.00 (1)" in md
 
 
 def test_runs_off_their_protocols_schedule_stay_out_of_the_tables(results, capsys):
