@@ -189,6 +189,7 @@ RESULT_NEUTRAL_ATTENTION_KEYS = ("lepe_impl",)  # the layout of the same convolu
 ADDED_KEYS = {
     ("trainer", "select_best_after"): 0.0,
     ("attention", "rope_pairing"): "across_signs",
+    ("attention", "feature_map"): "elu",
 }  # (group, key): the default that behaves as before the key
 
 

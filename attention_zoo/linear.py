@@ -56,19 +56,28 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
     return F.elu(x) + 1.0
 
 
+# ``feature_map=relu`` is a diagnostic, not the paper's model: it isolates the feature map that NaLaFormer,
+# PolaFormer and cosFormer build on (those three stay at chance on Pathfinder-32 where elu+1 learns,
+# results/diagnostics/pathfinder/README.md). A relu feature can vanish, so a query may see no key: eps keeps
+# that output 0 rather than 0/0.
+FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu}
+
+
 @register(
     "linear",
     complexity="O(N)",
     source="Katharopoulos et al. 2020, Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention",
 )
 class LinearAttention(MultiHeadAttention):
-    def __init__(self, dim: int, num_heads: int, impl: str = "auto", eps: float = 1e-6):
+    def __init__(self, dim: int, num_heads: int, impl: str = "auto", eps: float = 1e-6, feature_map: str = "elu"):
         super().__init__(dim, num_heads, impl=impl)
-        self.eps = eps
+        if feature_map not in FEATURE_MAPS:
+            raise ValueError(f"attention.feature_map={feature_map!r} is not one of {', '.join(FEATURE_MAPS)}")
+        self.eps, self.phi = eps, FEATURE_MAPS[feature_map]
 
     def attend(self, q, k, v, mask):
         kernel = linear_form_reference if self.use_reference else linear_form
         with torch.autocast(q.device.type, enabled=False):
             qf, kf, vf = at_least_fp32(q, k, v)
-            out = kernel(elu_feature_map(qf), elu_feature_map(kf), vf, mask, self.eps)
+            out = kernel(self.phi(qf), self.phi(kf), vf, mask, self.eps)
         return out.to(q.dtype)

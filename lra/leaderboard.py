@@ -75,9 +75,10 @@ SCHEDULE_KEYS = {
 
 def diagnostic_reason(row: dict) -> str | None:
     """What makes a run other than the benchmark's, or None. Its data: another Pathfinder difficulty or generator
-    variant, quantised pixels, black pixels as tokens or another split (``INPUT_KEYS``), a row marked ``superseded``; or its schedule: batch size, learning rate, warm-up or
-    steps overridden away from its protocol's (a short probe run, ``scripts/gpu_session.sh`` STAGES=graphs). Such
-    a run is a diagnostic: beside the published number it would mislead."""
+    variant, quantised pixels, black pixels as tokens or another split (``INPUT_KEYS``), a row marked
+    ``superseded``; or its schedule: batch size, learning rate, warm-up or steps overridden away from its
+    protocol's (a short probe run, ``scripts/gpu_session.sh`` STAGES=graphs). Such a run is a diagnostic: beside
+    the published number it would mislead."""
     config = row.get("config") or {}
     task = config.get("task") or {}
     changes = []

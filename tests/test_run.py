@@ -226,6 +226,18 @@ def test_a_preset_added_to_the_table_or_a_key_added_at_its_old_default_keeps_run
     assert run.base_row(changed, [])["run_id"] != run_id
 
 
+def test_linear_feature_map_added_at_elu_keeps_the_run_ids_of_linear_runs(cfg_factory):
+    """``attention.feature_map`` came after linear runs were cut and resumed across calls: at its default (elu)
+    a run keeps the id it had without the key, and relu (the diagnostic) is another run."""
+    config = OmegaConf.to_container(cfg_factory("experiment=lra_lite", "attention=linear"), resolve=True)
+    assert config["attention"]["feature_map"] == "elu"
+    older = copy.deepcopy(config)
+    del older["attention"]["feature_map"]
+    relu = copy.deepcopy(config)
+    relu["attention"]["feature_map"] = "relu"
+    assert run.run_id(config) == run.run_id(older) != run.run_id(relu)
+
+
 def test_best_checkpoint_ignores_validations_before_its_start_step(monkeypatch):
     seen = []
     monkeypatch.setattr(

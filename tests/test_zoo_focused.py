@@ -76,6 +76,35 @@ def test_linear_variants_reference_matches_fast(name, shape, mask_kind):
     assert rel_err(ref[mask.unsqueeze(1).expand(-1, heads, -1)], fast[mask.unsqueeze(1).expand(-1, heads, -1)]) < 1e-10
 
 
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("mask_kind", MASKS)
+def test_linear_with_relu_features_is_the_linear_form_of_relu(shape, mask_kind):
+    """``attention.feature_map=relu`` (the Pathfinder diagnostic): both paths compute relu(q) S / (relu(q) z + eps),
+    and it is not the elu+1 model; a query whose features all vanish gets 0, not NaN."""
+    batch, heads, n = shape
+    g = torch.Generator().manual_seed(n * 5 + heads)
+    q, k, v = qkv(batch, heads, n, g)
+    mask = make_mask(mask_kind, batch, n, g)
+    attn = build("linear", heads, feature_map="relu")
+    ref, fast = both_paths(attn, q, k, v, mask)
+    keep = mask[:, None, :, None]
+    weights = F.relu(q) @ F.relu(k).masked_fill(~keep, 0.0).transpose(-1, -2)
+    by_hand = (weights @ v.masked_fill(~keep, 0.0)) / (weights.sum(-1, keepdim=True) + attn.eps)
+    valid = mask.unsqueeze(1).expand(-1, heads, -1)
+    assert rel_err(by_hand[valid], ref[valid]) < 1e-10 and rel_err(by_hand[valid], fast[valid]) < 1e-10
+    elu = build("linear", heads)
+    elu.impl = "fast"
+    assert rel_err(fast[valid], elu.attend(q, k, v, mask)[valid]) > 1e-3
+    dead = -torch.ones(1, 1, 3, HEAD_DIM, dtype=torch.float64)  # relu(q) = 0 everywhere
+    out = attn.attend(dead, q[:1, :1, :3].abs(), v[:1, :1, :3], torch.ones(1, 3, dtype=torch.bool))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_linear_rejects_an_unknown_feature_map():
+    with pytest.raises(ValueError, match="attention.feature_map='gelu' is not one of elu, relu"):
+        build("linear", 2, feature_map="gelu")
+
+
 @pytest.mark.parametrize("window", [1, 7, 50, 300])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("mask_kind", MASKS)
