@@ -29,6 +29,9 @@ STAGES=${STAGES:-"gen bench throughput runs"}
 # checkpoints (below; scripts/unpack_device.sh puts them where the next call carries them). Each run's start under
 # trainer.compile left its GPU idle for 50-80 s (session 15's dmon), ~25 s of it a cold compile of what an earlier
 # call had compiled already (~7 s warm); on the CPU a warm cache took a smoke run's compile from ~40 s to ~5 s.
+# On the GPU it outgrows the carry: 189 MB after one call of two attentions (session 16), 280 MB after three, so it
+# comes back only when small (CACHE_MAX_MB); calls made back to back on a warm machine reuse it in place (~34 s less
+# per ListOps run start, session 16).
 CACHE=${COMPILE_CACHE:-$CKPT/compile_cache}
 export TORCHINDUCTOR_CACHE_DIR=$CACHE/inductor TRITON_CACHE_DIR=$CACHE/triton
 # Generator processes: every core the script may use. Not `nproc`, which answers OMP_NUM_THREADS when that is set:

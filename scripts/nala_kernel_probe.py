@@ -132,6 +132,33 @@ def per_kernel(q, k, v, mask, steps: int = 5) -> None:
             totals[event.key] = totals.get(event.key, 0.0) + self_us / 1e3 / steps
     for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:8]:
         print(f"per-kernel N={q.shape[2]} {name[:40]:40s} {ms:8.3f} ms per step", flush=True)
+    kernel_resources()
+
+
+def kernel_resources() -> None:
+    """Registers per thread and bytes spilled of each compiled NaLa kernel: v4 (session 16) showed `_grad_q` is not
+    bound by its special-function operations; it holds the most live tiles (both states, transposed, and a dozen
+    row-block tensors), so spilling to local memory is the next suspect. Reads Triton's per-device kernel cache,
+    whose layout varies between versions: prints what it finds, or says it found nothing."""
+    found = False
+    for name in ("_state", "_output", "_grad_state", "_grad_q", "_grad_kv"):
+        fn = getattr(nt, name, None)
+        for entry in (getattr(fn, "device_caches", None) or {}).values():
+            for part in entry if isinstance(entry, tuple) else (entry,):
+                for kernel in part.values() if isinstance(part, dict) else ():
+                    if getattr(kernel, "n_spills", None) is None and hasattr(kernel, "_init_handles"):
+                        kernel._init_handles()
+                    if getattr(kernel, "n_spills", None) is None:
+                        continue
+                    found = True
+                    warps = getattr(getattr(kernel, "metadata", None), "num_warps", "?")
+                    print(
+                        f"resources {name:12s} regs/thread {kernel.n_regs:4d}  spills {kernel.n_spills:6d} B  "
+                        f"warps {warps}",
+                        flush=True,
+                    )
+    if not found:
+        print("resources: no compiled kernel found in triton's cache (layout of this version unknown)", flush=True)
 
 
 def lepe_check() -> bool:
