@@ -27,8 +27,10 @@ from lra.leaderboard import (
     build_boards,
     curve_summary,
     curve_summary_markdown,
+    diagnostics_markdown,
     efficiency_markdown,
     load_bench,
+    load_diagnostics,
     load_published,
     load_runs,
 )
@@ -97,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         pd.concat([board_long(b) for b in boards]).to_csv(tables / "leaderboard.csv", index=False)
     print(markdown)
     written = [tables / "leaderboard.md", tables / "leaderboard.csv", tables / "leaderboard.tex"]
+    diagnostics = filter_rows(load_diagnostics(args.results), **keep)
+    if not diagnostics.empty:  # ablations on other data or schedules: findable, apart from the published numbers
+        (tables / "diagnostics.md").write_text(diagnostics_markdown(diagnostics))
+        written.append(tables / "diagnostics.md")
     summary = curve_summary(runs, args.results) if not runs.empty else pd.DataFrame()
     if not summary.empty:  # when runs left chance and where their validation loss went (results/curves/)
         (tables / "curves.md").write_text(curve_summary_markdown(summary))

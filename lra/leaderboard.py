@@ -143,6 +143,34 @@ def load_runs(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RUN_COLUMNS)
 
 
+DIAGNOSTIC_COLUMNS = ["run_id", "task", "attention", "seed", "protocol", "test_acc", "device", "reason"]
+
+
+def load_diagnostics(path: Path) -> pd.DataFrame:
+    """The rows ``load_runs`` leaves out, each with the reason: a diagnostic's result (another input convention,
+    difficulty or schedule) belongs beside the tables where a reader finds it, not only in a warning."""
+    rows = [
+        {c: r.get(c) for c in DIAGNOSTIC_COLUMNS} | {"attention": attention_label(r), "reason": reason}
+        for r in read_rows(path)
+        if (reason := diagnostic_reason(r))
+    ]
+    return pd.DataFrame(rows, columns=DIAGNOSTIC_COLUMNS)
+
+
+def diagnostics_markdown(diagnostics: pd.DataFrame) -> str:
+    """One line per diagnostic run, grouped by task and attention."""
+    lines = [
+        "### Diagnostic runs (left out of the leaderboard: other data, input or schedule)",
+        "",
+        "| task | attention | seed | protocol | test | run | why left out |",
+        "|:--|:--|--:|:--|--:|:--|:--|",
+    ]
+    for r in diagnostics.sort_values(["task", "attention", "seed", "run_id"]).itertuples():
+        acc = MISSING if pd.isna(r.test_acc) else f"{100 * r.test_acc:.2f}"
+        lines.append(f"| {r.task} | {r.attention} | {r.seed} | {r.protocol} | {acc} | `{r.run_id}` | {r.reason} |")
+    return "\n".join(lines) + "\n"
+
+
 def load_published(folder: Path) -> pd.DataFrame:
     """Long table: source, model, attention, protocol, task, value (NaN for FAIL), citation."""
     frames = []

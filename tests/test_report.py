@@ -223,6 +223,10 @@ def test_runs_on_variant_data_stay_out_of_the_tables(results, capsys):
     md = (results / "tables" / "leaderboard.md").read_text()
     linear = next(line for line in md.splitlines() if line.startswith("| linear |"))
     assert "61.00 (1)" in linear and all(f"{a}.00" not in md for a in (99, 98, 97, 96, 95, 94)) and "70.00 (1)" in md
+    # ... and lists them apart, each with its result and why, so that a diagnostic's number is not lost
+    diag = (results / "tables" / "diagnostics.md").read_text()
+    assert "| pathfinder | linear | 0 | lra_lite | 95.00 | `black` | task.mask_pixel_zero=false |" in diag
+    assert all(f"{a}.00" in diag for a in (99, 98, 97, 96, 95, 94)) and "61.00" not in diag and "70.00" not in diag
 
 
 def test_runs_off_their_protocols_schedule_stay_out_of_the_tables(results, capsys):
