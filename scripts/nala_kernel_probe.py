@@ -113,8 +113,9 @@ def d128(n: int) -> None:
         nt.supports, nt.BLOCK_ROWS, nt.NUM_STAGES = supports, 32, None
 
 
-def per_kernel(q, k, v, mask, steps: int = 5) -> None:
-    """Where a forward + backward spends its device time: the four kernels, the partial-sum reductions, the rest."""
+def kernel_times(q, k, v, mask, steps: int = 5) -> dict[str, float]:
+    """Device milliseconds per forward + backward of each CUDA kernel (profiler self time: each kernel counted
+    once, not again in the op that launched it)."""
     from torch.profiler import ProfilerActivity, profile
 
     g = torch.randn_like(q)
@@ -126,11 +127,17 @@ def per_kernel(q, k, v, mask, steps: int = 5) -> None:
             torch.autograd.backward(nt.nala_triton(q, k, v, mask), g)
         torch.cuda.synchronize()
     totals: dict[str, float] = {}
-    for event in prof.key_averages():  # self time: each kernel counted once, not again in the op that launched it
+    for event in prof.key_averages():
         self_us = getattr(event, "self_device_time_total", 0.0)
         if self_us > 0:
             totals[event.key] = totals.get(event.key, 0.0) + self_us / 1e3 / steps
-    for name, ms in sorted(totals.items(), key=lambda kv: -kv[1])[:8]:
+    return totals
+
+
+def per_kernel(q, k, v, mask) -> None:
+    """Where a forward + backward spends its device time: the five kernels, the partial-sum reductions, the rest;
+    then each kernel's registers and spills."""
+    for name, ms in sorted(kernel_times(q, k, v, mask).items(), key=lambda kv: -kv[1])[:8]:
         print(f"per-kernel N={q.shape[2]} {name[:40]:40s} {ms:8.3f} ms per step", flush=True)
     kernel_resources()
 
@@ -267,7 +274,13 @@ def main() -> int:
                     nt.BLOCK_ROWS, nt.NUM_WARPS = block, warps
                     try:
                         ms, mb = timed(nt.nala_triton, q, k, v, mask)
-                        print(f"tune N={n} BLOCK_ROWS={block:3d} num_warps={warps} {ms:8.2f} ms", flush=True)
+                        # per kernel too: one kernel (session 16: _grad_q) may want other settings than the rest
+                        parts = " ".join(
+                            f"{name}={t:.2f}"
+                            for name, t in sorted(kernel_times(q, k, v, mask).items())
+                            if name[0] == "_"
+                        )
+                        print(f"tune N={n} BLOCK_ROWS={block:3d} num_warps={warps} {ms:8.2f} ms  {parts}", flush=True)
                     except Exception as err:  # noqa: BLE001 - a config that does not compile is a result
                         print(f"tune N={n} BLOCK_ROWS={block} num_warps={warps} failed: {err!s:.120}")
             for stages in (1, 2, 3):
@@ -275,6 +288,7 @@ def main() -> int:
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
                 print(f"tune N={n} BLOCK_ROWS=32 num_warps=4 num_stages={stages} {ms:8.2f} ms", flush=True)
             nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES = 32, 4, None
+            kernel_resources()  # every variant compiled above, with its warps
             d128(n)
         del q, k, v
         torch.cuda.empty_cache()
