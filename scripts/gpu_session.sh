@@ -168,7 +168,10 @@ for stage in $STAGES; do
         done
         [ -z "$slot" ] && sleep 2
       done
-      left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
+      # MIN_LEFT: start no run with fewer seconds left than this. A run cut at the end of a session's last call
+      # resumes only if its git-ignored checkpoint survives into the next session's checkout, which it may not
+      # (session 16's checkout had lost session 15's): set it to a run's length in that call.
+      left=$(time_left); [ "$left" -lt "${MIN_LEFT:-30}" ] && echo "== no time left for $spec" && continue
       name=$task-$att-$seed; [ -n "$own" ] && name=$name-$(echo "$own" | md5sum | cut -c1-6)
       gpu=${gpus[$((slot % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu $spec" >"$OUT/logs/$name.log"
       # A spec may name its own protocol (pathfinder:polaformer:0:experiment=lra_sky); Hydra takes one value per group.
@@ -223,7 +226,7 @@ for stage in $STAGES; do
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed <<<"$spec"
       echo "== [$(elapsed)s] run $task $att seed $seed"
-      left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for $spec" && continue
+      left=$(time_left); [ "$left" -lt "${MIN_LEFT:-30}" ] && echo "== no time left for $spec" && continue
       timeout "$left" python3 run.py task=$task attention=$att seed=$seed experiment=$EXPERIMENT \
         data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
         trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|resum" | tail -3

@@ -167,6 +167,13 @@ def test_no_run_left_to_start_does_not_hang(tmp_path):
     assert res.returncode == 0 and "no time left for listops:softmax:0" in res.stdout and "== done in" in res.stdout
 
 
+def test_min_left_starts_no_run_that_could_not_finish(tmp_path):
+    """MIN_LEFT (a session's last call): a run is not started with fewer seconds left, so none is cut there."""
+    res, out = session(tmp_path, timeout=120, STAGES="pruns", RUNS="listops:softmax:0", DEADLINE="500", MIN_LEFT="520")
+    assert res.returncode == 0 and "no time left for listops:softmax:0" in res.stdout
+    assert not (out / "logs" / "listops-softmax-0.log").exists()
+
+
 def test_gen_writes_pathfinder_and_pathx_and_skips_listops_on_request(tmp_path):
     # OMP_NUM_THREADS, set for the training runs, must not shrink the generator's pool (`nproc` follows it)
     res, _ = session(
