@@ -190,6 +190,7 @@ ADDED_KEYS = {
     ("trainer", "select_best_after"): 0.0,
     ("attention", "rope_pairing"): "across_signs",
     ("attention", "feature_map"): "elu",
+    ("model", "mask_attention"): True,
 }  # (group, key): the default that behaves as before the key
 
 

@@ -75,7 +75,8 @@ SCHEDULE_KEYS = {
 
 def diagnostic_reason(row: dict) -> str | None:
     """What makes a run other than the benchmark's, or None. Its data: another Pathfinder difficulty or generator
-    variant, quantised pixels, black pixels as tokens or another split (``INPUT_KEYS``), a row marked
+    variant, quantised pixels, black pixels as tokens or another split (``INPUT_KEYS``), padding visible to
+    attention (``model.mask_attention``), a row marked
     ``superseded``; or its schedule: batch size, learning rate, warm-up or steps overridden away from its
     protocol's (a short probe run, ``scripts/gpu_session.sh`` STAGES=graphs). Such a run is a diagnostic: beside
     the published number it would mislead."""
@@ -95,6 +96,8 @@ def diagnostic_reason(row: dict) -> str | None:
     for key in INPUT_KEYS:  # absent in rows from before the key: the shipped value
         if key in shipped and key in task and task[key] != shipped[key]:
             changes.append(f"task.{key}={str(task[key]).lower() if isinstance(task[key], bool) else task[key]}")
+    if (config.get("model") or {}).get("mask_attention") is False:  # padded keys visible to attention
+        changes.append("model.mask_attention=false")
     if task.get("pixel_levels") is not None:
         changes.append(f"task.pixel_levels={task['pixel_levels']}")
     version = row.get("data_generator")  # absent in rows before it was recorded; None for unstamped (official) data

@@ -59,6 +59,7 @@ class Encoder(nn.Module):
         pooling: str = "mean",
         pos_emb: str = "learned",
         mean_over_padding: bool = False,
+        mask_attention: bool = True,
     ):
         super().__init__()
         if pooling not in {"mean", "cls"}:
@@ -66,6 +67,10 @@ class Encoder(nn.Module):
         if pos_emb not in {"learned", "sinusoidal", "none"}:
             raise ValueError(f"model.pos_emb={pos_emb!r} is not one of learned, sinusoidal, none")
         self.pooling, self.mean_over_padding, self.max_len = pooling, mean_over_padding, max_len
+        # False: attention sees padded keys too, as the released PolaFormer/NaLaFormer/cosFormer modules do (they
+        # never apply a mask); pooling still leaves padding out. A diagnostic for Pathfinder, where padding is the
+        # black pixels (results/diagnostics/pathfinder/README.md, session 16).
+        self.mask_attention = mask_attention
         seq_len = max_len + (pooling == "cls")
         self.embed = nn.Embedding(vocab_size, dim)
         nn.init.normal_(self.embed.weight, std=0.02)
@@ -90,8 +95,9 @@ class Encoder(nn.Module):
             x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1)
             mask = torch.cat([mask.new_ones(x.shape[0], 1), mask], dim=1)
         x = self.drop(x + self.pos[: x.shape[1]])
+        keys = mask if self.mask_attention else torch.ones_like(mask)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, keys)
         x = self.norm(x)
         if self.cls is not None:
             return x[:, 0]
@@ -121,11 +127,23 @@ class LRAModel(nn.Module):
         pooling: str = "mean",
         pos_emb: str = "learned",
         mean_over_padding: bool = False,
+        mask_attention: bool = True,
     ):
         super().__init__()
         self.dual = dual
         self.encoder = Encoder(
-            vocab_size, max_len, dim, depth, num_heads, mlp_dim, dropout, attention, pooling, pos_emb, mean_over_padding
+            vocab_size,
+            max_len,
+            dim,
+            depth,
+            num_heads,
+            mlp_dim,
+            dropout,
+            attention,
+            pooling,
+            pos_emb,
+            mean_over_padding,
+            mask_attention,
         )
         in_dim = 4 * dim if dual else dim
         self.head = nn.Sequential(nn.Linear(in_dim, head_dim), nn.ReLU(), nn.Linear(head_dim, num_classes))

@@ -228,6 +228,25 @@ def test_trimmed_batches_give_the_same_logits(cfg_factory):
         torch.testing.assert_close(model(ids[:, :40]), model(ids))
 
 
+@pytest.mark.parametrize("attention", ["softmax", "polaformer", "nalaformer"])
+def test_mask_attention_false_lets_attention_see_the_padding(cfg_factory, attention):
+    """``model.mask_attention=false`` (the released relu-feature modules never apply a mask): what the padded
+    positions hold then changes the logits; by default it cannot, whatever the attention."""
+    from lra.module import LRAClassifier
+
+    ids = torch.zeros(2, 64, dtype=torch.long)
+    ids[0, :40], ids[1, :23] = 3, 5
+    ids[:, 1:40:3] *= 2
+    for masked in (True, False):
+        cfg = cfg_factory("experiment=smoke", f"attention={attention}", f"model.mask_attention={masked}")
+        model = LRAClassifier.from_config(OmegaConf.to_container(cfg, resolve=True), 10).double().eval()
+        before = model(ids)
+        with torch.no_grad():
+            model.model.encoder.embed.weight[0].normal_()  # the embedding of the padding token
+        changed = (model(ids) - before).abs().max().item()
+        assert (changed < 1e-12) if masked else (changed > 1e-6), (masked, changed)
+
+
 @pytest.mark.parametrize(
     "task, writer, length", [("text", write_aclimdb, 64), ("retrieval", write_aan, 64), ("image", write_cifar, 1024)]
 )
