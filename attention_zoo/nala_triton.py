@@ -53,6 +53,11 @@ ROWS_PER_PROGRAM = 1024  # map kernels (output, grad_kv): rows per program, so t
 NUM_WARPS = 4
 NUM_STAGES: int | None = None  # software pipelining depth; None = Triton's default (the probe's --tune tries 1-3)
 SPLITS: int | None = None  # row splits of the reduction kernels; None = enough programs to fill the GPU
+# Settings for one kernel only, over the ones above: {"_grad_q": {"num_warps": 8}}. BLOCK may only shrink (a power
+# of 2 up to BLOCK_ROWS, so that it divides every kernel's rows). Why: `_grad_q` holds the most live tiles and
+# takes a third of the step (session 16: 6.8 of 20.6 ms), so it may want other settings than the rest; the
+# probe's --tune measures them (scripts/nala_kernel_probe.py).
+KERNEL_META: dict[str, dict[str, int]] = {}
 
 
 def available() -> bool:
@@ -555,7 +560,8 @@ def _dot_dtype(dtype: torch.dtype):
     return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16, torch.float32: tl.float32}[dtype]
 
 
-def _meta(q: torch.Tensor, rope: int) -> dict:
+def _meta(q: torch.Tensor, rope: int, kernel: str) -> dict:
+    """Compile-time settings of one kernel's launch: the module's, then ``KERNEL_META[kernel]`` over them."""
     d = q.shape[-1]
     meta = dict(
         D=d,
@@ -567,7 +573,11 @@ def _meta(q: torch.Tensor, rope: int) -> dict:
     )
     if NUM_STAGES is not None:
         meta["num_stages"] = NUM_STAGES
-    return meta
+    own = KERNEL_META.get(kernel, {})
+    block = own.get("BLOCK", BLOCK_ROWS)
+    if block > BLOCK_ROWS or block != _pow2(block):
+        raise ValueError(f"KERNEL_META[{kernel!r}]['BLOCK']={block}: a power of 2 up to BLOCK_ROWS={BLOCK_ROWS}")
+    return meta | own
 
 
 def _partial_sums(bh: int, n: int, d: int, device: torch.device):
@@ -612,10 +622,22 @@ def _forward(
     keep = keep.contiguous()
     count = keep.sum(dim=1).clamp_min(1.0)  # (B,) valid keys; an all-padding row gives 0, not 0/0
     cos, sin = _rope_tables(n, d, q.device, rope)
-    bh, meta = bsz * heads, _meta(q, rope)
+    bh = bsz * heads
     rows_per_split, s_part, kb_part = _partial_sums(bh, n, d, q.device)
     _state[(bh, s_part.shape[1])](
-        k, v, keep, cos, sin, s_part, kb_part, heads, n, *sk, *sv, ROWS_PER_SPLIT=rows_per_split, **meta
+        k,
+        v,
+        keep,
+        cos,
+        sin,
+        s_part,
+        kb_part,
+        heads,
+        n,
+        *sk,
+        *sv,
+        ROWS_PER_SPLIT=rows_per_split,
+        **_meta(q, rope, "_state"),
     )
     state, k_mean = _per_valid_key(s_part, kb_part, count, heads)  # (BH, 2d, d), (BH, 2d)
     out = torch.empty(bsz, heads, n, d, device=q.device, dtype=v.dtype)
@@ -638,7 +660,7 @@ def _forward(
         *out.stride()[:3],
         ROWS=rows,
         NORM_AWARE=norm_aware,
-        **meta,
+        **_meta(q, rope, "_output"),
     )
     return out, state, k_mean, den
 
@@ -680,7 +702,7 @@ def _backward(
     bsz, heads, n, d = q.shape
     grad_out, sg = _strides(grad_out)
     cos, sin = _rope_tables(n, d, q.device, rope)
-    bh, meta = bsz * heads, _meta(q, rope)
+    bh = bsz * heads
     rows_per_split, ds_part, dkb_part = _partial_sums(bh, n, d, q.device)
     _grad_state[(bh, ds_part.shape[1])](
         q,
@@ -700,7 +722,7 @@ def _backward(
         *sg,
         ROWS_PER_SPLIT=rows_per_split,
         NORM_AWARE=norm_aware,
-        **meta,
+        **_meta(q, rope, "_grad_state"),
     )
     rows = _rows_per_program(n)
     dq = torch.empty(bsz, heads, n, d, device=q.device, dtype=q.dtype)
@@ -724,7 +746,7 @@ def _backward(
         *dq.stride()[:3],
         ROWS=rows,
         NORM_AWARE=norm_aware,
-        **meta,
+        **_meta(q, rope, "_grad_q"),
     )
     d_state, d_k_mean = _per_valid_key(ds_part, dkb_part, count, heads)
     dk = torch.empty(bsz, heads, n, d, device=q.device, dtype=k.dtype)
@@ -745,7 +767,7 @@ def _backward(
         *v.stride()[:3],
         *dk.stride()[:3],
         ROWS=rows,
-        **meta,
+        **_meta(q, rope, "_grad_kv"),
     )
     return dq, dk, dv
 

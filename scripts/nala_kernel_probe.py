@@ -288,6 +288,21 @@ def main() -> int:
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
                 print(f"tune N={n} BLOCK_ROWS=32 num_warps=4 num_stages={stages} {ms:8.2f} ms", flush=True)
             nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES = 32, 4, None
+            for own in (
+                {"num_warps": 2},
+                {"num_warps": 8},
+                {"BLOCK": 16},
+                {"BLOCK": 16, "num_warps": 2},
+                {"num_stages": 1},
+            ):
+                nt.KERNEL_META = {"_grad_q": own}  # _grad_q alone on other settings, the rest as shipped
+                try:
+                    ms, _ = timed(nt.nala_triton, q, k, v, mask)
+                    grad_q = kernel_times(q, k, v, mask).get("_grad_q", float("nan"))
+                    print(f"tune N={n} _grad_q {own} step {ms:8.2f} ms, _grad_q {grad_q:6.2f} ms", flush=True)
+                except Exception as err:  # noqa: BLE001 - a config that does not compile is a result
+                    print(f"tune N={n} _grad_q {own} failed: {err!s:.120}")
+            nt.KERNEL_META = {}
             kernel_resources()  # every variant compiled above, with its warps
             d128(n)
         del q, k, v

@@ -68,6 +68,40 @@ def test_matches_linear_form(shape, splits, strided, dtype, tol, rope_groups, mo
         assert rel(ours.grad, theirs.grad) < tol
 
 
+def test_one_kernel_may_run_with_its_own_block(monkeypatch):
+    """``KERNEL_META``: a kernel launched with a smaller row block (and its own warps) computes the same thing;
+    a block that would not divide the others' rows is refused with the fix named."""
+    shape = (2, 2, 100, 32)
+    mask = torch.ones(2, 100, dtype=torch.bool, device=DEVICE)
+    mask[1, 70:] = False
+    launched: dict = {}  # what _grad_q was compiled with: the override must reach its launch
+    real = nt._grad_q
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                launched.update(kwargs)
+                return real[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(nt, "_grad_q", Spy())
+    results = []
+    for own in ({}, {name: {"BLOCK": 16, "num_warps": 8} for name in ("_output", "_grad_q", "_grad_kv")}):
+        monkeypatch.setattr(nt, "KERNEL_META", own)
+        q, k, v = qkv(*shape, torch.float32, seed=3)
+        out = nt.nala_triton(q, k, v, mask)
+        out.backward(torch.ones_like(out))
+        results.append([out.detach(), q.grad, k.grad, v.grad])
+        assert (launched["BLOCK"], launched["num_warps"]) == ((16, 8) if own else (nt.BLOCK_ROWS, nt.NUM_WARPS))
+    for a, b in zip(*results, strict=True):
+        assert rel(b, a) < 1e-5
+    monkeypatch.setattr(nt, "KERNEL_META", {"_grad_q": {"BLOCK": 2 * nt.BLOCK_ROWS}})
+    q, k, v = qkv(*shape, torch.float32)
+    with pytest.raises(ValueError, match=r"KERNEL_META\['_grad_q'\]\['BLOCK'\]=64: a power of 2 up to BLOCK_ROWS"):
+        nt.nala_triton(q, k, v, mask).sum().backward()
+
+
 @pytest.mark.parametrize("opts", [dict(rope=False), dict(norm_aware=False, fixed_power=2.0)])
 def test_ablation_switches(opts):
     q, k, v = qkv(2, 2, 70, 16, torch.float32, seed=1)
