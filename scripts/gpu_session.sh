@@ -174,6 +174,7 @@ for stage in $STAGES; do
       left=$(time_left); [ "$left" -lt "${MIN_LEFT:-30}" ] && echo "== no time left for $spec" && continue
       name=$task-$att-$seed; [ -n "$own" ] && name=$name-$(echo "$own" | md5sum | cut -c1-6)
       gpu=${gpus[$((slot % ngpu))]}; echo "CUDA_VISIBLE_DEVICES=$gpu $spec" >"$OUT/logs/$name.log"
+      echo "== [$(elapsed)s] start $spec on GPU $gpu"
       # A spec may name its own protocol (pathfinder:polaformer:0:experiment=lra_sky); Hydra takes one value per group.
       exp=$EXPERIMENT; [[ ",$own," =~ ,experiment=([^,]*), ]] && { exp=${BASH_REMATCH[1]}; own=$(echo ",$own," | sed -E 's/,experiment=[^,]*,/,/; s/^,//; s/,$//'); }
       ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
@@ -204,6 +205,9 @@ for stage in $STAGES; do
         fi
         echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$name.log" | tail -1)" ) &
       pids+=($!); slot_pid[$slot]=$!
+      # STAGGER: seconds between starts. Runs started together load data and compile at once on the same cores:
+      # nine took 175 s before the first GPU work (session 14), one alone 25-55 s.
+      [ "${STAGGER:-0}" -gt 0 ] && sleep "$STAGGER"
     done
     # Never a bare `wait` (nor one with an empty list): it would also wait for the log's `tee`, forever.
     [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"

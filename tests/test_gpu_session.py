@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,14 @@ def test_parallel_runs_finish_and_land(tmp_path):
         "listops-softmax-2.log",
     ]
     assert res.stdout.count(" rc=0 test_acc=") == 3
+
+
+def test_stagger_spaces_the_starts(tmp_path):
+    """STAGGER=N: each run starts N seconds after the one before (their loading and compiling do not collide);
+    runs that fail at once are enough to see when each started."""
+    res, _ = pruns(tmp_path, "listops:nosuch:0 listops:nosuch:1", PER_GPU="2", STAGGER="4")
+    starts = [int(m) for m in re.findall(r"== \[(\d+)s\] start listops:nosuch:\d on GPU \d", res.stdout)]
+    assert len(starts) == 2 and starts[1] - starts[0] >= 4, res.stdout
 
 
 def test_runs_stay_on_the_gpus_named_in_GPUS(tmp_path):
