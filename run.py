@@ -191,6 +191,7 @@ ADDED_KEYS = {
     ("attention", "rope_pairing"): "across_signs",
     ("attention", "feature_map"): "elu",
     ("model", "mask_attention"): True,
+    ("attention", "kernel"): "exp",
 }  # (group, key): the default that behaves as before the key
 
 

@@ -238,6 +238,16 @@ def test_linear_feature_map_added_at_elu_keeps_the_run_ids_of_linear_runs(cfg_fa
     assert run.run_id(config) == run.run_id(older) != run.run_id(relu)
 
 
+def test_performer_kernel_added_at_exp_keeps_run_ids(cfg_factory):
+    """``attention.kernel`` (performer) came after performer runs were cut: exp keeps their ids, relu is another."""
+    config = OmegaConf.to_container(cfg_factory("experiment=lra_lite", "attention=performer"), resolve=True)
+    older = copy.deepcopy(config)
+    del older["attention"]["kernel"]
+    relu = copy.deepcopy(config)
+    relu["attention"]["kernel"] = "relu"
+    assert run.run_id(config) == run.run_id(older) != run.run_id(relu)
+
+
 def test_mask_attention_added_at_true_keeps_run_ids(cfg_factory):
     """``model.mask_attention`` came after runs were cut: at its default a run keeps its id; false is another run."""
     config = OmegaConf.to_container(cfg_factory("experiment=lra_lite"), resolve=True)

@@ -113,6 +113,31 @@ def test_performer_estimate_approaches_softmax_attention_as_features_grow():
     assert e4096 < 0.05 and e4096 < e16 / 5  # about 1/sqrt(m)
 
 
+@pytest.mark.parametrize("valid", [None, (17, 5)])
+def test_performer_relu_kernel_is_the_linear_form_of_relu_random_features(valid):
+    """``attention.kernel=relu`` (NYS's Performer): phi(x) = relu(W x d^-1/4) + eps on both paths, padded keys
+    left out; not the FAVOR+ estimate."""
+    b, h, n, d = 2, 3, 17, 8
+    fast, ref = (make("performer", h, d, impl, kernel="relu", eps=1e-3) for impl in ("fast", "reference"))
+    ref.load_state_dict(fast.state_dict())
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(b, h, n, d, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = padding_mask(b, n, valid)
+    w = fast.projection.double()
+    phi_q, phi_k = (torch.relu((x * d**-0.25) @ w.T) + 1e-3 for x in (q, k))
+    keep = mask[:, None, :, None]
+    weights = phi_q @ phi_k.masked_fill(~keep, 0.0).transpose(-1, -2)
+    by_hand = weights @ v.masked_fill(~keep, 0.0) / weights.sum(-1, keepdim=True)
+    rows = mask[:, None, :].expand(b, h, n)
+    for out in (fast.attend(q, k, v, mask), ref.attend(q, k, v, mask)):
+        assert max_rel_error(out[rows], by_hand[rows]) < 1e-10
+    favor = make("performer", h, d, "fast", eps=1e-3)
+    favor.load_state_dict(fast.state_dict())
+    assert max_rel_error(favor.attend(q, k, v, mask)[rows], by_hand[rows]) > 1e-3
+    with pytest.raises(ValueError, match="attention.kernel='gauss' is not one of exp, relu"):
+        make("performer", h, d, "fast", kernel="gauss")
+
+
 def test_performer_features_are_orthogonal_blocks_with_chi_norms():
     d, m = 8, 20  # two full blocks of 8 and a truncated block of 4
     w = gaussian_orthogonal_matrix(m, d, torch.Generator().manual_seed(0))
