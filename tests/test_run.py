@@ -226,36 +226,24 @@ def test_a_preset_added_to_the_table_or_a_key_added_at_its_old_default_keeps_run
     assert run.base_row(changed, [])["run_id"] != run_id
 
 
-def test_linear_feature_map_added_at_elu_keeps_the_run_ids_of_linear_runs(cfg_factory):
-    """``attention.feature_map`` came after linear runs were cut and resumed across calls: at its default (elu)
-    a run keeps the id it had without the key, and relu (the diagnostic) is another run."""
-    config = OmegaConf.to_container(cfg_factory("experiment=lra_lite", "attention=linear"), resolve=True)
-    assert config["attention"]["feature_map"] == "elu"
+@pytest.mark.parametrize(
+    "over, group, key, default, other",
+    [
+        ("attention=linear", "attention", "feature_map", "elu", "relu"),
+        ("attention=performer", "attention", "kernel", "exp", "relu"),
+        ("attention=softmax", "model", "mask_attention", True, False),
+    ],
+)
+def test_a_key_added_at_its_default_keeps_the_run_ids(cfg_factory, over, group, key, default, other):
+    """Keys that came after runs were cut and resumed across calls (session 16): at the shipped default a run keeps
+    the id it had without the key; the other value (a diagnostic) is another run."""
+    config = OmegaConf.to_container(cfg_factory("experiment=lra_lite", over), resolve=True)
+    assert config[group][key] == default
     older = copy.deepcopy(config)
-    del older["attention"]["feature_map"]
-    relu = copy.deepcopy(config)
-    relu["attention"]["feature_map"] = "relu"
-    assert run.run_id(config) == run.run_id(older) != run.run_id(relu)
-
-
-def test_performer_kernel_added_at_exp_keeps_run_ids(cfg_factory):
-    """``attention.kernel`` (performer) came after performer runs were cut: exp keeps their ids, relu is another."""
-    config = OmegaConf.to_container(cfg_factory("experiment=lra_lite", "attention=performer"), resolve=True)
-    older = copy.deepcopy(config)
-    del older["attention"]["kernel"]
-    relu = copy.deepcopy(config)
-    relu["attention"]["kernel"] = "relu"
-    assert run.run_id(config) == run.run_id(older) != run.run_id(relu)
-
-
-def test_mask_attention_added_at_true_keeps_run_ids(cfg_factory):
-    """``model.mask_attention`` came after runs were cut: at its default a run keeps its id; false is another run."""
-    config = OmegaConf.to_container(cfg_factory("experiment=lra_lite"), resolve=True)
-    older = copy.deepcopy(config)
-    del older["model"]["mask_attention"]
-    unmasked = copy.deepcopy(config)
-    unmasked["model"]["mask_attention"] = False
-    assert run.run_id(config) == run.run_id(older) != run.run_id(unmasked)
+    del older[group][key]
+    changed = copy.deepcopy(config)
+    changed[group][key] = other
+    assert run.run_id(config) == run.run_id(older) != run.run_id(changed)
 
 
 def test_best_checkpoint_ignores_validations_before_its_start_step(monkeypatch):
