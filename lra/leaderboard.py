@@ -73,13 +73,17 @@ SCHEDULE_KEYS = {
 }
 
 
+def override_text(key: str, value) -> str:
+    """``key=value`` as one would type it on the command line (booleans lower-case, as Hydra reads them)."""
+    return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
+
+
 def diagnostic_reason(row: dict) -> str | None:
     """What makes a run other than the benchmark's, or None. Its data: another Pathfinder difficulty or generator
     variant, quantised pixels, black pixels as tokens or another split (``INPUT_KEYS``), padding visible to
-    attention (``model.mask_attention``), a row marked
-    ``superseded``; or its schedule: batch size, learning rate, warm-up or steps overridden away from its
-    protocol's (a short probe run, ``scripts/gpu_session.sh`` STAGES=graphs). Such a run is a diagnostic: beside
-    the published number it would mislead."""
+    attention (``model.mask_attention``), a row marked ``superseded``; or its schedule: batch size, learning rate,
+    warm-up or steps overridden away from its protocol's (a short probe run, ``scripts/gpu_session.sh``
+    STAGES=graphs). Such a run is a diagnostic: beside the published number it would mislead."""
     config = row.get("config") or {}
     task = config.get("task") or {}
     changes = []
@@ -95,9 +99,9 @@ def diagnostic_reason(row: dict) -> str | None:
         changes.append(f"task.path={task['path']}")
     for key in INPUT_KEYS:  # absent in rows from before the key: the shipped value
         if key in shipped and key in task and task[key] != shipped[key]:
-            changes.append(f"task.{key}={str(task[key]).lower() if isinstance(task[key], bool) else task[key]}")
+            changes.append(override_text(f"task.{key}", task[key]))
     if (config.get("model") or {}).get("mask_attention") is False:  # padded keys visible to attention
-        changes.append("model.mask_attention=false")
+        changes.append(override_text("model.mask_attention", False))
     if task.get("pixel_levels") is not None:
         changes.append(f"task.pixel_levels={task['pixel_levels']}")
     version = row.get("data_generator")  # absent in rows before it was recorded; None for unstamped (official) data
@@ -126,7 +130,7 @@ def attention_label(row: dict) -> str:
     for key, value in sorted(used.items()):
         if key in IMPLEMENTATION_KEYS or key in {"name", "_target_"} or value == default.get(key):
             continue
-        changed.append(f"{key}={str(value).lower() if isinstance(value, bool) else value}")
+        changed.append(override_text(key, value))
     return f"{name} ({', '.join(changed)})" if changed else name
 
 
