@@ -78,12 +78,14 @@ def override_text(key: str, value) -> str:
     return f"{key}={str(value).lower() if isinstance(value, bool) else value}"
 
 
-def diagnostic_reason(row: dict) -> str | None:
+def diagnostic_reason(row: dict, conventions: bool = True) -> str | None:
     """What makes a run other than the benchmark's, or None. Its data: another Pathfinder difficulty or generator
     variant, quantised pixels, black pixels as tokens or another split (``INPUT_KEYS``), padding visible to
     attention (``model.mask_attention``), a row marked ``superseded``; or its schedule: batch size, learning rate,
     warm-up or steps overridden away from its protocol's (a short probe run, ``scripts/gpu_session.sh``
-    STAGES=graphs). Such a run is a diagnostic: beside the published number it would mislead."""
+    STAGES=graphs). Such a run is a diagnostic: beside the published number it would mislead. ``conventions=False``
+    leaves out the input-convention and mask changes: such a run trained on the benchmark's own files, so its row
+    belongs in results/ (the report lists it apart, ``tables/diagnostics.md``), unlike a run on other data."""
     config = row.get("config") or {}
     task = config.get("task") or {}
     changes = []
@@ -97,10 +99,10 @@ def diagnostic_reason(row: dict) -> str | None:
     shipped = shipped_tasks().get(str(row.get("task"))) or {}
     if shipped.get("path") and task.get("path") not in (None, shipped["path"]):
         changes.append(f"task.path={task['path']}")
-    for key in INPUT_KEYS:  # absent in rows from before the key: the shipped value
+    for key in INPUT_KEYS if conventions else ():  # absent in rows from before the key: the shipped value
         if key in shipped and key in task and task[key] != shipped[key]:
             changes.append(override_text(f"task.{key}", task[key]))
-    if (config.get("model") or {}).get("mask_attention") is False:  # padded keys visible to attention
+    if conventions and (config.get("model") or {}).get("mask_attention") is False:  # padded keys seen by attention
         changes.append(override_text("model.mask_attention", False))
     if task.get("pixel_levels") is not None:
         changes.append(f"task.pixel_levels={task['pixel_levels']}")

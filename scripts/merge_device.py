@@ -6,10 +6,12 @@ throughput rows. Run it on the folder that `scripts/unpack_device.sh` filled:
 
 Why a script: done by hand each session, it is easy to append a row twice, to forget a curve, or to let a lane's
 copy of the benchmark table (made before the call) overwrite rows that another lane measured meanwhile.
-Rows: only `status: ok` ones on the benchmark's data (not diagnostics: `lra.leaderboard.diagnostic_reason`; not
-runs on synthetic stand-ins, which a device call makes only to time a task whose files it lacks), each once (by run
-id and time). Benchmark rows: only those newer than the row of
-the same key already in results/bench/<device>.csv. Throughput rows: appended with their source folder, once.
+Rows: only `status: ok` ones on the benchmark's data (not diagnostics on other data or with another schedule:
+`lra.leaderboard.diagnostic_reason`; not runs on synthetic stand-ins, which a device call makes only to time a task
+whose files it lacks), each once (by run id and time). A run on the same files under another input convention or
+with padding visible to attention is merged: the report lists it apart, in tables/diagnostics.md.
+Benchmark rows: only those newer than the row of the same key already in results/bench/<device>.csv.
+Throughput rows: appended with their source folder, once.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ def merge_runs(src: Path, results: Path) -> int:
         for row in read_rows(path):
             if row.get("status") != "ok" or (row.get("run_id"), row.get("time")) in done:
                 continue
-            variant = "synthetic stand-in data" if row.get("data") == "synthetic" else diagnostic_reason(row)
+            variant = (
+                "synthetic stand-in data"
+                if row.get("data") == "synthetic"
+                else diagnostic_reason(row, conventions=False)
+            )
             if variant:  # a diagnostic on other data: its curve and row stay in the call's folder
                 print(f"not merged: {row.get('run_id')} ({variant})")
                 continue

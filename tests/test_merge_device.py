@@ -45,6 +45,9 @@ def test_a_call_merges_once_and_keeps_newer_benchmark_rows(tmp_path):
     append_row(src, fixture_row(task="pathfinder", attention="nalaformer", run_id="r2", time="t1", status="failed"))
     easy = {"task": {"path": "pathfinder32/curv_baseline"}}  # a diagnostic on other data stays out
     append_row(src, fixture_row(task="pathfinder", attention="softmax", run_id="r3", time="t1", config=easy))
+    # padding shown to attention, same files: merged (the report lists it apart, in tables/diagnostics.md)
+    unmasked = {"model": {"mask_attention": False}}
+    append_row(src, fixture_row(task="pathfinder", attention="softmax", run_id="r5", time="t1", config=unmasked))
     # a timing run on synthetic stand-ins (no text files on the device) stays out of the leaderboard's rows too
     append_row(src, fixture_row(task="text", attention="softmax", run_id="r4", time="t1", data="synthetic"))
     # the committed table has a row measured after this lane copied it (another lane, same call)
@@ -61,7 +64,7 @@ def test_a_call_merges_once_and_keeps_newer_benchmark_rows(tmp_path):
     for _ in range(2):  # twice: nothing doubles
         assert merge.main([str(src), "--results", str(results)]) == 0
     rows = read_rows(results)
-    assert [(r["run_id"], r["status"]) for r in rows] == [("r1", "ok")]
+    assert [(r["run_id"], r["status"]) for r in rows] == [("r1", "ok"), ("r5", "ok")]
     assert (results / "curves" / "r1.csv").read_text() == "step,val/acc\n1,0.5\n"
     bench = pd.read_csv(results / "bench" / "GPU.csv").set_index("attention")["ms"].to_dict()
     assert bench == {"softmax": 5.0, "linear": 8.0}  # the newer of each key
