@@ -59,8 +59,17 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 # ``feature_map=relu`` is a diagnostic, not the paper's model: it isolates the feature map that NaLaFormer,
 # PolaFormer and cosFormer build on (those three stay at chance on Pathfinder-32 where elu+1 learns,
 # results/diagnostics/pathfinder/README.md). A relu feature can vanish, so a query may see no key: eps keeps
-# that output 0 rather than 0/0.
-FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu}
+# that output 0 rather than 0/0. ``shifted_relu`` (relu + 1e-3, the shift of NYS's relu-kernel Performer) is the
+# next step of that diagnostic: relu's dead gradients kept, but no feature is ever 0, so every query sees every key
+# (as with elu+1). It separates the two ways relu differs from elu+1 (relu failed on Pathfinder, session 17).
+SHIFT = 1e-3
+
+
+def shifted_relu(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(x) + SHIFT
+
+
+FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu, "shifted_relu": shifted_relu}
 
 
 @register(
