@@ -48,16 +48,21 @@ except ImportError:  # CPU installs without Triton: nala_fused is used instead
     triton = None
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-BLOCK_ROWS = 32  # rows of q/k/v per step of a kernel (H200, 16K: 32 -> 20.4 ms, 64 -> 25.6 ms fwd+bwd)
+# Rows of q/k/v per step of a kernel. H200, 16K, fwd+bwd: 32 -> 20.4 ms, 64 -> 25.6 ms before v4 (session 8);
+# with v4, 32 -> 20.54 ms, 64 -> 18.83 ms (session 17's --tune: `_state` 4.01 -> 3.20, `_grad_kv` 3.97 -> 3.04,
+# `_grad_state` 3.42 -> 3.20; `_output` 2.12 -> 2.43 and `_grad_q` want smaller blocks: KERNEL_META below).
+BLOCK_ROWS = 64
 ROWS_PER_PROGRAM = 1024  # map kernels (output, grad_kv): rows per program, so the (2d x d) state is loaded rarely
 NUM_WARPS = 4
 NUM_STAGES: int | None = None  # software pipelining depth; None = Triton's default (the probe's --tune tries 1-3)
 SPLITS: int | None = None  # row splits of the reduction kernels; None = enough programs to fill the GPU
 # Settings for one kernel only, over the ones above: {"_grad_q": {"num_warps": 8}}. BLOCK may only shrink (a power
 # of 2 up to BLOCK_ROWS, so that it divides every kernel's rows). Why: `_grad_q` holds the most live tiles and
-# takes a third of the step (session 16: 6.8 of 20.6 ms), so it may want other settings than the rest; the
-# probe's --tune measures them (scripts/nala_kernel_probe.py).
-KERNEL_META: dict[str, dict[str, int]] = {}
+# takes a third of the step (session 16: 6.8 of 20.6 ms); at 32-row blocks it uses all 255 registers and spills
+# (session 17), at 16 it took 5.53 ms (8 warps: 9.61, 2 warps: 6.83). `_output` is fastest at 32 (2.12 ms).
+# v5 = these with BLOCK_ROWS 64, each setting timed alone (docs/nala-kernel-notes.md); the probe's --tune times
+# v4's settings beside the shipped ones (scripts/nala_kernel_probe.py).
+KERNEL_META: dict[str, dict[str, int]] = {"_grad_q": {"BLOCK": 16}, "_output": {"BLOCK": 32}}
 
 
 def available() -> bool:

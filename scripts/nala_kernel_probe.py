@@ -99,7 +99,7 @@ def d128(n: int) -> None:
         for _ in range(3)
     )
     mask = torch.ones(q.shape[0], n, dtype=torch.bool, device="cuda")
-    supports = nt.supports
+    supports, shipped = nt.supports, (nt.BLOCK_ROWS, nt.NUM_STAGES)
     nt.supports = lambda *_: True
     try:
         for block, stages in ((32, None), (32, 1), (16, 1)):
@@ -110,7 +110,7 @@ def d128(n: int) -> None:
             except Exception as err:  # noqa: BLE001 - a config that does not fit is a result
                 print(f"d=128 N={n} BLOCK_ROWS={block} num_stages={stages} failed: {err!s:.100}", flush=True)
     finally:
-        nt.supports, nt.BLOCK_ROWS, nt.NUM_STAGES = supports, 32, None
+        nt.supports, nt.BLOCK_ROWS, nt.NUM_STAGES = supports, *shipped
 
 
 def kernel_times(q, k, v, mask, steps: int = 5) -> dict[str, float]:
@@ -269,6 +269,14 @@ def main() -> int:
             ok &= lepe_check()
             module_parts(b, n, heads, d)
         if args.tune and n == 16384:
+            shipped = (nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES, nt.KERNEL_META)
+            # v4's settings beside the shipped ones, same inputs, one after the other (v5: per-kernel blocks)
+            for label, settings in (("v4 (BLOCK_ROWS=32, one block)", (32, 4, None, {})), ("shipped", shipped)):
+                nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES, nt.KERNEL_META = settings
+                ms, _ = timed(nt.nala_triton, q, k, v, mask)
+                parts = " ".join(f"{m}={t:.2f}" for m, t in sorted(kernel_times(q, k, v, mask).items()) if m[0] == "_")
+                print(f"tune N={n} {label:30s} {ms:8.2f} ms  {parts}", flush=True)
+            nt.KERNEL_META = {}  # the global sweep: every kernel on the same block and warps
             for block in (32, 64, 128):
                 for warps in (4, 8):
                     nt.BLOCK_ROWS, nt.NUM_WARPS = block, warps
@@ -283,26 +291,29 @@ def main() -> int:
                         print(f"tune N={n} BLOCK_ROWS={block:3d} num_warps={warps} {ms:8.2f} ms  {parts}", flush=True)
                     except Exception as err:  # noqa: BLE001 - a config that does not compile is a result
                         print(f"tune N={n} BLOCK_ROWS={block} num_warps={warps} failed: {err!s:.120}")
+            # pipelining depth under the shipped settings (session 17's lines said BLOCK_ROWS=32 but ran at the
+            # sweep's last setting, 128 rows and 8 warps)
+            nt.BLOCK_ROWS, nt.NUM_WARPS, _, nt.KERNEL_META = shipped
             for stages in (1, 2, 3):
                 nt.NUM_STAGES = stages
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
-                print(f"tune N={n} BLOCK_ROWS=32 num_warps=4 num_stages={stages} {ms:8.2f} ms", flush=True)
-            nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES = 32, 4, None
+                print(f"tune N={n} shipped, num_stages={stages} {ms:8.2f} ms", flush=True)
+            nt.NUM_STAGES = shipped[2]
             for own in (
-                {"num_warps": 2},
-                {"num_warps": 8},
-                {"BLOCK": 16},
+                {"BLOCK": 32},  # v4's block
+                {"BLOCK": 8},
                 {"BLOCK": 16, "num_warps": 2},
-                {"num_stages": 1},
+                {"BLOCK": 16, "num_stages": 1},
+                {"BLOCK": 16, "num_stages": 3},
             ):
-                nt.KERNEL_META = {"_grad_q": own}  # _grad_q alone on other settings, the rest as shipped
+                nt.KERNEL_META = shipped[3] | {"_grad_q": own}  # _grad_q alone on other settings, the rest as shipped
                 try:
                     ms, _ = timed(nt.nala_triton, q, k, v, mask)
                     grad_q = kernel_times(q, k, v, mask).get("_grad_q", float("nan"))
                     print(f"tune N={n} _grad_q {own} step {ms:8.2f} ms, _grad_q {grad_q:6.2f} ms", flush=True)
                 except Exception as err:  # noqa: BLE001 - a config that does not compile is a result
                     print(f"tune N={n} _grad_q {own} failed: {err!s:.120}")
-            nt.KERNEL_META = {}
+            nt.KERNEL_META = shipped[3]
             kernel_resources()  # every variant compiled above, with its warps
             d128(n)
         del q, k, v
