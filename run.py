@@ -192,6 +192,7 @@ ADDED_KEYS = {
     ("attention", "feature_map"): "elu",
     ("model", "mask_attention"): True,
     ("attention", "kernel"): "exp",
+    ("attention", "shift"): 0.0,
 }  # (group, key): the default that behaves as before the key
 
 

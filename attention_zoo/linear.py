@@ -57,19 +57,12 @@ def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
 
 
 # ``feature_map=relu`` is a diagnostic, not the paper's model: it isolates the feature map that NaLaFormer,
-# PolaFormer and cosFormer build on (those three stay at chance on Pathfinder-32 where elu+1 learns,
-# results/diagnostics/pathfinder/README.md). A relu feature can vanish, so a query may see no key: eps keeps
-# that output 0 rather than 0/0. ``shifted_relu`` (relu + 1e-3, the shift of NYS's relu-kernel Performer) is the
-# next step of that diagnostic: relu's dead gradients kept, but no feature is ever 0, so every query sees every key
-# (as with elu+1). It separates the two ways relu differs from elu+1 (relu failed on Pathfinder, session 17).
-SHIFT = 1e-3
-
-
-def shifted_relu(x: torch.Tensor) -> torch.Tensor:
-    return F.relu(x) + SHIFT
-
-
-FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu, "shifted_relu": shifted_relu}
+# PolaFormer and cosFormer build on (those three stay at chance on Pathfinder-32 where elu+1 learns, and so does
+# linear with relu, session 17: results/diagnostics/pathfinder/README.md). A relu feature can vanish, so a query
+# may see no key: eps keeps that output 0 rather than 0/0. ``shift`` (added to every feature; 0 = the map as is)
+# separates the ways relu differs from elu+1: relu + 1e-3 (NYS's relu-kernel Performer's shift) is never 0 but keeps
+# relu's dead gradients and sparse weights; relu + 1 also has elu+1's floor, a uniform share of every key.
+FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu}
 
 
 @register(
@@ -78,11 +71,24 @@ FEATURE_MAPS = {"elu": elu_feature_map, "relu": F.relu, "shifted_relu": shifted_
     source="Katharopoulos et al. 2020, Transformers are RNNs: Fast Autoregressive Transformers with Linear Attention",
 )
 class LinearAttention(MultiHeadAttention):
-    def __init__(self, dim: int, num_heads: int, impl: str = "auto", eps: float = 1e-6, feature_map: str = "elu"):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        impl: str = "auto",
+        eps: float = 1e-6,
+        feature_map: str = "elu",
+        shift: float = 0.0,
+    ):
         super().__init__(dim, num_heads, impl=impl)
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"attention.feature_map={feature_map!r} is not one of {', '.join(FEATURE_MAPS)}")
-        self.eps, self.phi = eps, FEATURE_MAPS[feature_map]
+        if shift < 0:
+            raise ValueError(f"attention.shift={shift}: features must stay non-negative; use a shift >= 0")
+        self.eps, self.map, self.shift = eps, FEATURE_MAPS[feature_map], shift
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        return self.map(x) + self.shift if self.shift else self.map(x)
 
     def attend(self, q, k, v, mask):
         kernel = linear_form_reference if self.use_reference else linear_form

@@ -100,29 +100,35 @@ def test_linear_with_relu_features_is_the_linear_form_of_relu(shape, mask_kind):
     assert torch.equal(out, torch.zeros_like(out))
 
 
-def test_linear_with_shifted_relu_features_lets_a_dead_query_see_every_key():
-    """``feature_map=shifted_relu``: relu + 1e-3 in both paths; where relu(q) vanishes the query still weighs every
-    valid key (by the shift alone), so it gets a weighted mean of the values, not relu's 0."""
+@pytest.mark.parametrize("shift", [1e-3, 1.0])
+def test_a_shift_lets_a_dead_query_see_every_key(shift):
+    """``attention.shift``: relu + shift in both paths; where relu(q) vanishes the query still weighs every valid
+    key (by the shift alone), so it gets a weighted mean of the values, not relu's 0."""
     g = torch.Generator().manual_seed(3)
     q, k, v = qkv(2, 2, 9, g)
     mask = make_mask("scattered", 2, 9, g)
-    attn = build("linear", 2, feature_map="shifted_relu")
+    attn = build("linear", 2, feature_map="relu", shift=shift)
     ref, fast = both_paths(attn, q, k, v, mask)
     keep = mask[:, None, :, None]
-    weights = (F.relu(q) + 1e-3) @ (F.relu(k) + 1e-3).masked_fill(~keep, 0.0).transpose(-1, -2)
+    weights = (F.relu(q) + shift) @ (F.relu(k) + shift).masked_fill(~keep, 0.0).transpose(-1, -2)
     by_hand = (weights @ v.masked_fill(~keep, 0.0)) / (weights.sum(-1, keepdim=True) + attn.eps)
     valid = mask.unsqueeze(1).expand(-1, 2, -1)
     assert rel_err(by_hand[valid], ref[valid]) < 1e-10 and rel_err(by_hand[valid], fast[valid]) < 1e-10
     dead = -torch.ones(1, 1, 3, HEAD_DIM, dtype=torch.float64)
     keys, values = q[:1, :1, :3].abs(), v[:1, :1, :3]
     out = attn.attend(dead, keys, values, torch.ones(1, 3, dtype=torch.bool))
-    w = 1e-3 * (keys + 1e-3).sum(-1)  # relu(k) = k here: a dead query weighs key j by 1e-3 * sum(phi(k_j))
+    w = shift * (keys + shift).sum(-1)  # relu(k) = k here: a dead query weighs key j by shift * sum(phi(k_j))
     mean = (w[..., None] * values).sum(2) / (w.sum(-1, keepdim=True) + attn.eps)
     assert torch.allclose(out[0, 0], mean[0, 0].expand(3, -1), rtol=1e-6) and out.abs().sum() > 0
 
 
+def test_linear_refuses_a_negative_shift():
+    with pytest.raises(ValueError, match=r"attention.shift=-0.5: features must stay non-negative"):
+        build("linear", 2, feature_map="relu", shift=-0.5)
+
+
 def test_linear_rejects_an_unknown_feature_map():
-    with pytest.raises(ValueError, match="attention.feature_map='gelu' is not one of elu, relu, shifted_relu"):
+    with pytest.raises(ValueError, match="attention.feature_map='gelu' is not one of elu, relu"):
         build("linear", 2, feature_map="gelu")
 
 
