@@ -43,16 +43,20 @@ def reference(q, k, v, mask, rope=True, norm_aware=True, fixed_power=3.0, rope_g
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 @pytest.mark.parametrize(
-    "shape,splits,strided",
+    "shape,splits,strided,rows",
     [
-        ((2, 2, 37, 16), None, False),  # N not a multiple of the block
-        ((1, 3, 200, 32), 3, True),  # several row splits in the reductions; strided view input
-        ((2, 1, 130, 64), 2, False),  # the LRA/bench head size
+        ((2, 2, 37, 16), None, False, None),  # N not a multiple of the block
+        ((1, 3, 200, 32), 3, True, None),  # several row splits in the reductions; strided view input
+        ((2, 1, 130, 64), 2, False, None),  # the LRA/bench head size
+        # several programs along N in the map kernels (as at 16K, where each covers 1024 rows), the last partial
+        ((1, 2, 300, 32), 2, False, 128),
     ],
 )
 @pytest.mark.parametrize("rope_groups", [1, 2])  # RoPE across the sign halves (ours so far), or within each
-def test_matches_linear_form(shape, splits, strided, dtype, tol, rope_groups, monkeypatch):
+def test_matches_linear_form(shape, splits, strided, rows, dtype, tol, rope_groups, monkeypatch):
     monkeypatch.setattr(nt, "SPLITS", splits)
+    if rows is not None:
+        monkeypatch.setattr(nt, "ROWS_PER_PROGRAM", rows)
     bsz, heads, n, d = shape
     q, k, v = qkv(*shape, dtype, strided=strided)
     mask = torch.ones(bsz, n, dtype=torch.bool, device=DEVICE)
