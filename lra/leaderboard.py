@@ -181,15 +181,25 @@ def diagnostics_markdown(diagnostics: pd.DataFrame) -> str:
 
 
 def load_published(folder: Path) -> pd.DataFrame:
-    """Long table: source, model, attention, protocol, task, value (NaN for FAIL), citation."""
+    """Long table: source, model, attention, label, protocol, task, value (NaN for FAIL), citation.
+
+    ``label`` is what our runs of the same model are labelled (``attention_label``): the attention, plus the
+    row's ``settings`` where the paper ran it configured otherwise than our shipped config (NYS's Performer: the
+    relu kernel, 256 features). A published number then stands beside the runs of that model, not of another
+    one of the same name."""
     frames = []
     for csv in sorted(folder.glob("*.csv")):
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
         if "protocol" not in df.columns:  # efficiency tables
             continue
+        settings = df["settings"] if "settings" in df.columns else pd.Series("", index=df.index)
+        df["label"] = df["attention"].where(settings == "", df["attention"] + " (" + settings + ")")
         tasks = [t for t in (*TASKS, *EXTRA_TASKS) if t in df.columns]
         long = df.melt(
-            id_vars=["model", "attention", "protocol", "source"], value_vars=tasks, var_name="task", value_name="raw"
+            id_vars=["model", "attention", "label", "protocol", "source"],
+            value_vars=tasks,
+            var_name="task",
+            value_name="raw",
         )
         long["value"] = pd.to_numeric(long["raw"], errors="coerce")
         long["table"] = csv.stem
@@ -198,11 +208,12 @@ def load_published(folder: Path) -> pd.DataFrame:
 
 
 def reference_for(published: pd.DataFrame, protocol: str, attention: str) -> pd.DataFrame:
-    """The published row for this attention from the most preferred table that has it (empty if none)."""
+    """The published row for this attention (its label, settings included) from the most preferred table that has
+    it (empty if none)."""
     if published.empty:
         return published
     for table in REFERENCES.get(protocol, ()):
-        rows = published[(published["table"] == table) & (published["attention"] == attention)]
+        rows = published[(published["table"] == table) & (published["label"] == attention)]
         if not rows.empty:
             first_model = rows["model"].iloc[0]
             return rows[rows["model"] == first_model]

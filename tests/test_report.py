@@ -379,6 +379,25 @@ def test_a_default_written_without_a_decimal_point_is_not_an_ablation(tmp_path, 
     assert attention_label(row) == "plain (eps=1e-05)"
 
 
+def test_a_published_number_stands_beside_the_runs_of_its_own_model(tmp_path):
+    """NYS's Performer used the relu kernel with 256 features: its 18.80 / 69.87 stand beside our runs of that
+    configuration; our default (FAVOR+, exp kernel, 128 features, as Skyformer ran it) stands beside Skyformer's."""
+    from attention_zoo import default_config
+    from lra.leaderboard import build_boards, load_runs
+
+    nys = dict(kernel="relu", eps=1e-3, nb_features=256, redraw_interval=0)
+    for acc, settings in ((0.36, {}), (0.19, nys)):
+        config = {"attention": {"_target_": None, **default_config("performer", **settings)}}
+        append_row(tmp_path, fixture_row(task="listops", attention="performer", test_acc=acc, config=config))
+    (board,) = build_boards(load_runs(tmp_path), load_published(PUBLISHED))
+    relu = "performer (eps=0.001, kernel=relu, nb_features=256, redraw_interval=0)"
+    assert set(board.cells) == {"performer", relu}
+    assert board.cells[relu]["listops"].published == pytest.approx(18.80)  # NYS
+    assert board.cells[relu]["pathfinder"].published == pytest.approx(69.87)
+    assert board.cells["performer"]["listops"].published == pytest.approx(38.02)  # Skyformer table 1
+    assert board.cells["performer"]["pathfinder"].published == pytest.approx(66.30)
+
+
 def test_an_lra_sky_run_stands_beside_skyformer_and_polaformer_not_nystromformer(tmp_path):
     from lra.leaderboard import build_boards, load_runs
 
