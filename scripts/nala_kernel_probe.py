@@ -134,6 +134,11 @@ def kernel_times(q, k, v, mask, steps: int = 5) -> dict[str, float]:
     return totals
 
 
+def kernel_parts(q, k, v, mask) -> str:
+    """``_grad_q=6.83 _output=2.12 ...``: the NaLa kernels' times on one line (a tune line's breakdown)."""
+    return " ".join(f"{m}={t:.2f}" for m, t in sorted(kernel_times(q, k, v, mask).items()) if m[0] == "_")
+
+
 def per_kernel(q, k, v, mask) -> None:
     """Where a forward + backward spends its device time: the five kernels, the partial-sum reductions, the rest;
     then each kernel's registers and spills."""
@@ -274,8 +279,7 @@ def main() -> int:
             for label, settings in (("v4 (BLOCK_ROWS=32, one block)", (32, 4, None, {})), ("shipped", shipped)):
                 nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES, nt.KERNEL_META = settings
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
-                parts = " ".join(f"{m}={t:.2f}" for m, t in sorted(kernel_times(q, k, v, mask).items()) if m[0] == "_")
-                print(f"tune N={n} {label:30s} {ms:8.2f} ms  {parts}", flush=True)
+                print(f"tune N={n} {label:30s} {ms:8.2f} ms  {kernel_parts(q, k, v, mask)}", flush=True)
             nt.KERNEL_META = {}  # the global sweep: every kernel on the same block and warps
             for block in (32, 64, 128):
                 for warps in (4, 8):
@@ -283,11 +287,7 @@ def main() -> int:
                     try:
                         ms, mb = timed(nt.nala_triton, q, k, v, mask)
                         # per kernel too: one kernel (session 16: _grad_q) may want other settings than the rest
-                        parts = " ".join(
-                            f"{name}={t:.2f}"
-                            for name, t in sorted(kernel_times(q, k, v, mask).items())
-                            if name[0] == "_"
-                        )
+                        parts = kernel_parts(q, k, v, mask)
                         print(f"tune N={n} BLOCK_ROWS={block:3d} num_warps={warps} {ms:8.2f} ms  {parts}", flush=True)
                     except Exception as err:  # noqa: BLE001 - a config that does not compile is a result
                         print(f"tune N={n} BLOCK_ROWS={block} num_warps={warps} failed: {err!s:.120}")
