@@ -54,7 +54,10 @@ INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 BLOCK_ROWS = 64
 ROWS_PER_PROGRAM = 1024  # map kernels (output, grad_kv): rows per program, so the (2d x d) state is loaded rarely
 NUM_WARPS = 4
-NUM_STAGES: int | None = None  # software pipelining depth; None = Triton's default (the probe's --tune tries 1-3)
+# Software pipelining depth of every kernel (None = Triton's default, 3 on Hopper). v6: 2. H200, d=64, 16K, fwd+bwd
+# under v5's blocks (session 18's --tune, one run): 1 -> 18.00 ms, 2 -> 16.17, 3 -> 17.37, default 17.22-17.29.
+# Untimed at LRA's head dim 32 and at 128.
+NUM_STAGES: int | None = 2
 SPLITS: int | None = None  # row splits of the reduction kernels; None = enough programs to fill the GPU
 # Settings for one kernel only, over the ones above: {"_grad_q": {"num_warps": 8}}. BLOCK may only shrink (a power
 # of 2 up to BLOCK_ROWS, so that it divides every kernel's rows). Why: `_grad_q` holds the most live tiles and

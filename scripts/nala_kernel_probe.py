@@ -99,18 +99,22 @@ def d128(n: int) -> None:
         for _ in range(3)
     )
     mask = torch.ones(q.shape[0], n, dtype=torch.bool, device="cuda")
-    supports, shipped = nt.supports, (nt.BLOCK_ROWS, nt.NUM_STAGES)
+    supports, shipped = nt.supports, (nt.BLOCK_ROWS, nt.NUM_STAGES, nt.KERNEL_META)
     nt.supports = lambda *_: True
     try:
-        for block, stages in ((32, None), (32, 1), (16, 1)):
+        for block, stages in ((32, shipped[1]), (32, 1), (16, shipped[1]), (16, 1)):
             nt.BLOCK_ROWS, nt.NUM_STAGES = block, stages
+            # per-kernel blocks as shipped, none above this sweep's (session 18: 16 failed on _output's 32)
+            nt.KERNEL_META = {
+                name: own | {"BLOCK": min(own.get("BLOCK", block), block)} for name, own in shipped[2].items()
+            }
             try:
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
                 print(f"d=128 N={n} BLOCK_ROWS={block} num_stages={stages} {ms:8.2f} ms", flush=True)
             except Exception as err:  # noqa: BLE001 - a config that does not fit is a result
                 print(f"d=128 N={n} BLOCK_ROWS={block} num_stages={stages} failed: {err!s:.100}", flush=True)
     finally:
-        nt.supports, nt.BLOCK_ROWS, nt.NUM_STAGES = supports, *shipped
+        nt.supports, nt.BLOCK_ROWS, nt.NUM_STAGES, nt.KERNEL_META = supports, *shipped
 
 
 def kernel_times(q, k, v, mask, steps: int = 5) -> dict[str, float]:
@@ -275,8 +279,13 @@ def main() -> int:
             module_parts(b, n, heads, d)
         if args.tune and n == 16384:
             shipped = (nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES, nt.KERNEL_META)
-            # v4's settings beside the shipped ones, same inputs, one after the other (v5: per-kernel blocks)
-            for label, settings in (("v4 (BLOCK_ROWS=32, one block)", (32, 4, None, {})), ("shipped", shipped)):
+            # earlier versions' settings beside the shipped ones, same inputs, one after the other
+            v4, v5 = (32, 4, None, {}), (64, 4, None, {"_grad_q": {"BLOCK": 16}, "_output": {"BLOCK": 32}})
+            for label, settings in (
+                ("v4 (BLOCK_ROWS=32, one block)", v4),
+                ("v5 (per-kernel blocks)", v5),
+                ("shipped", shipped),
+            ):
                 nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES, nt.KERNEL_META = settings
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
                 print(f"tune N={n} {label:30s} {ms:8.2f} ms  {kernel_parts(q, k, v, mask)}", flush=True)
@@ -294,7 +303,7 @@ def main() -> int:
             # pipelining depth under the shipped settings (session 17's lines said BLOCK_ROWS=32 but ran at the
             # sweep's last setting, 128 rows and 8 warps)
             nt.BLOCK_ROWS, nt.NUM_WARPS, _, nt.KERNEL_META = shipped
-            for stages in (1, 2, 3):
+            for stages in (None, 1, 2, 3):
                 nt.NUM_STAGES = stages
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
                 print(f"tune N={n} shipped, num_stages={stages} {ms:8.2f} ms", flush=True)
