@@ -30,6 +30,12 @@ default; ``fast`` is an alias) takes ``triton`` on CUDA where it applies, else `
 
 ``rope``, ``lepe`` and ``gate`` switch parts of the block off; ``norm_aware=False`` uses the fixed power
 ``fixed_power`` and ``sign_split=False`` uses plain ``relu`` features: the paper's ablations.
+
+``shift`` (a diagnostic, not the paper's model; 0 = as released) adds a constant to every feature of q and k.
+Linear attention with relu features memorises Pathfinder-32 where elu + 1 learns, and relu + 1 learns too while
+relu + 1e-3 does not (session 18, results/diagnostics/pathfinder/README.md): the floor under the features is what
+mattered there. NaLaFormer's features have none; ``shift`` asks whether one rescues it. Only the ``linear`` and
+``reference`` paths form features in PyTorch, so ``auto`` takes ``linear`` when it is set.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ def nala_feature_maps(
     sign_split: bool = True,
     fixed_power: float = 3.0,
     eps: float = 1e-6,
+    shift: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """phi_q and phi_k (2d wide with the sign split, d wide without)."""
     k = k**3
@@ -64,6 +71,8 @@ def nala_feature_maps(
         phi_k = torch.cat([F.relu(k), F.relu(-k)], dim=-1)
     else:
         phi_q, phi_k = (F.relu(q) / n) ** p, F.relu(k)
+    if shift:
+        phi_q, phi_k = phi_q + shift, phi_k + shift
     return phi_q, phi_k
 
 
@@ -149,6 +158,7 @@ class NaLaAttention(nn.Module):
         lepe_kernel: int = 5,
         lepe_impl: str = "auto",
         eps: float = 1e-6,
+        shift: float = 0.0,
     ):
         super().__init__()
         if dim % num_heads:
@@ -161,11 +171,19 @@ class NaLaAttention(nn.Module):
             raise ValueError(f"attention.rope_pairing={rope_pairing!r} is not one of {', '.join(ROPE_PAIRINGS)}")
         # within_signs: the released code's rotation, each sign half on its own (d-wide features have one half)
         self.rope_groups = 2 if rope_pairing == "within_signs" and sign_split else 1
+        if shift < 0:
+            raise ValueError(f"attention.shift={shift}: features must stay non-negative; use a shift >= 0")
+        if shift and impl in {"triton", "fused"}:
+            raise ValueError(
+                f"attention.shift={shift} needs attention.impl=linear or reference (or auto): the {impl} "
+                "kernels form the released features only"
+            )
         if lepe_kernel % 2 == 0:
             raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
         self.rope, self.gate, self.eps, self.lepe_impl = rope, gate, eps, lepe_impl
         self.feature_opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
+        self.shift = shift
         self.qkvg = nn.Linear(dim, 4 * dim)
         self.lepe = nn.Conv1d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe else None
         self.norm = nn.LayerNorm(dim)
@@ -178,7 +196,9 @@ class NaLaAttention(nn.Module):
         heads = [rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)]
         with torch.autocast(x.device.type, enabled=False):  # feature maps in fp32, as the released kernel
             impl = self.impl
-            if impl in {"auto", "fast"}:
+            if impl in {"auto", "fast"} and self.shift:
+                impl = "linear"
+            elif impl in {"auto", "fast"}:
                 impl = "triton" if x.is_cuda and supports(heads[0], self.feature_opts["sign_split"]) else "fused"
             if impl in {"triton", "fused"}:
                 kernel = nala_triton if impl == "triton" else nala_fused
@@ -187,8 +207,8 @@ class NaLaAttention(nn.Module):
                 )
             else:
                 qh, kh, vh = at_least_fp32(*heads)
-                phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts)
-                kernel = nala_reference if self.impl == "reference" else nala_linear
+                phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts, shift=self.shift)
+                kernel = nala_reference if impl == "reference" else nala_linear
                 out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps, rope_groups=self.rope_groups)
         out = rearrange(out, "b h n d -> b n (h d)").to(x.dtype)
         if self.lepe is not None:

@@ -26,6 +26,10 @@ the learnable absolute position table the vision code adds to k is left out (the
 learned position embeddings); padded keys are left out of the state, the key mean and the 1/N (N = valid
 keys), and v is zeroed at padded positions before the DWC, so appending padding never changes valid outputs.
 No attention dropout (no weight matrix in the linear form; the released module applies none).
+
+``shift`` (a diagnostic, not the paper's model; 0 = as released) adds a constant to every feature after the power:
+relu features without a floor memorise Pathfinder-32 here, relu + 1 learns (session 18,
+results/diagnostics/pathfinder/README.md); it asks whether a floor closes PolaFormer's gap there.
 """
 
 from __future__ import annotations
@@ -71,11 +75,14 @@ class PolaLinearAttention(MultiHeadAttention):
         dwc_kernel: int = 5,
         gate: bool = True,
         eps: float = 1e-6,
+        shift: float = 0.0,
     ):
         super().__init__(dim, num_heads, impl=impl)
+        if shift < 0:
+            raise ValueError(f"attention.shift={shift}: features must stay non-negative; use a shift >= 0")
         if self.head_dim % 2:
             raise ValueError(f"polaformer splits v into two halves per head; head_dim {self.head_dim} must be even")
-        self.alpha, self.eps = alpha, eps
+        self.alpha, self.eps, self.shift = alpha, eps, shift
         self.power = nn.Parameter(torch.zeros(num_heads, 1, self.head_dim))  # p = 1 + alpha * sigmoid(power)
         self.scale = nn.Parameter(torch.zeros(num_heads, 1, self.head_dim))  # q, k / softplus(scale)
         self.dwc = make_dwc(self.head_dim, dwc_kernel)
@@ -100,6 +107,8 @@ class PolaLinearAttention(MultiHeadAttention):
             v = v * mask[:, None, :, None].to(v.dtype)
             scale = F.softplus(self.scale.to(q.dtype))
             phi_same, phi_opp, phi_k = polarity_feature_maps(q / scale, k / scale, self.exponent().to(q.dtype))
+            if self.shift:
+                phi_same, phi_opp, phi_k = phi_same + self.shift, phi_opp + self.shift, phi_k + self.shift
             v_same, v_opp = v.chunk(2, dim=-1)
             kernel = normalised_linear_reference if self.use_reference else normalised_linear_fast
             out = torch.cat(

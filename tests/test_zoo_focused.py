@@ -217,14 +217,17 @@ def test_polarity_split_recovers_the_signed_dot_product():
     assert (s_same >= 0).all() and (s_opp >= 0).all()
 
 
-def test_polaformer_halves_match_a_by_hand_computation():
+@pytest.mark.parametrize("shift", [0.0, 0.5])
+def test_polaformer_halves_match_a_by_hand_computation(shift):
     """First half of each head's output = same-sign weights @ first half of v; second = opposite-sign @ second,
-    with w_ij = s_ij / N / (mean_j s_ij + eps) and s written out coordinate by coordinate."""
+    with w_ij = s_ij / N / (mean_j s_ij + eps) and s written out coordinate by coordinate. ``shift`` c (the
+    Pathfinder diagnostic) adds c to each of the 2d features: s + c sum phi_q + c sum phi_k + 2d c^2."""
     g = torch.Generator().manual_seed(2)
-    attn = build("polaformer", 2, dwc_kernel=0)
+    attn = build("polaformer", 2, dwc_kernel=0, shift=shift)
     q, k, v = qkv(1, 2, 13, g)
     mask = torch.ones(1, 13, dtype=torch.bool)
-    out = attn.attend(q, k, v, mask)
+    out, fast = both_paths(attn, q, k, v, mask)
+    torch.testing.assert_close(out, fast, rtol=1e-10, atol=1e-12)
 
     scale = F.softplus(attn.scale)
     p = 1 + 3.0 * torch.sigmoid(attn.power)  # alpha = 3 from the shipped config
@@ -233,10 +236,18 @@ def test_polaformer_halves_match_a_by_hand_computation():
     neg = lambda t: (-t).clamp_min(0) ** p  # noqa: E731
     s_same = torch.einsum("bhic,bhjc->bhij", pos(qs), pos(ks)) + torch.einsum("bhic,bhjc->bhij", neg(qs), neg(ks))
     s_opp = torch.einsum("bhic,bhjc->bhij", neg(qs), pos(ks)) + torch.einsum("bhic,bhjc->bhij", pos(qs), neg(ks))
+    mass_q, mass_k = (pos(t).sum(-1) + neg(t).sum(-1) for t in (qs, ks))  # the same for both halves' features
+    floor = shift * mass_q[..., :, None] + shift * mass_k[..., None, :] + 2 * HEAD_DIM * shift**2
+    s_same, s_opp = s_same + floor, s_opp + floor
     weights = lambda s: s / 13 / (s.mean(dim=-1, keepdim=True) + 1e-6)  # noqa: E731
     half = HEAD_DIM // 2
     torch.testing.assert_close(out[..., :half], weights(s_same) @ v[..., :half], rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out[..., half:], weights(s_opp) @ v[..., half:], rtol=1e-10, atol=1e-12)
+
+
+def test_polaformer_refuses_a_negative_shift():
+    with pytest.raises(ValueError, match=r"attention.shift=-1.0: features must stay non-negative"):
+        build("polaformer", 2, shift=-1.0)
 
 
 def test_polaformer_power_is_learnable_and_bounded():

@@ -165,6 +165,42 @@ def test_ablation_switches_change_the_output(switch):
         assert off.lepe is None and sum(p.numel() for p in off.parameters()) < sum(p.numel() for p in on.parameters())
 
 
+def test_shift_puts_a_floor_under_every_feature():
+    q, k, _ = qkv(2, 2, 9, 8)
+    q[0, 0, 0] = 0.0  # a zero query: its features are all 0 without the shift
+    for sign_split in (True, False):
+        plain, shifted = (
+            nala_feature_maps(q, k, sign_split=sign_split),
+            nala_feature_maps(q, k, sign_split=sign_split, shift=0.25),
+        )
+        for a, b in zip(plain, shifted, strict=True):
+            torch.testing.assert_close(b, a + 0.25, rtol=0, atol=0)
+        assert plain[0][0, 0, 0].abs().sum() == 0 and shifted[0][0, 0, 0].min() == 0.25
+
+
+def test_shift_runs_on_the_torch_paths_and_keeps_padding_out():
+    """``attention.shift`` (the Pathfinder diagnostic) changes the model; ``auto`` computes it on the linear path
+    (the fused and Triton kernels form only the released features, so naming them with a shift is refused), the
+    N x N reference agrees, and padded keys stay out (their shifted features would otherwise count)."""
+    torch.manual_seed(0)
+    blocks = {s: NaLaAttention(32, 4, shift=s).double().eval() for s in (0.0, 1.0)}
+    blocks[1.0].load_state_dict(blocks[0.0].state_dict())
+    x = torch.randn(2, 20, 32, dtype=torch.float64)
+    mask = torch.ones(2, 20, dtype=torch.bool)
+    mask[1, 13:] = False
+    out = blocks[1.0](x, mask)
+    assert not torch.allclose(out, blocks[0.0](x, mask))
+    for impl in ("linear", "reference"):
+        blocks[1.0].impl = impl
+        torch.testing.assert_close(blocks[1.0](x, mask), out, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(blocks[1.0](x[1:, :13])[0], out[1, :13], rtol=1e-10, atol=1e-12)
+    for impl in ("fused", "triton"):
+        with pytest.raises(ValueError, match=f"attention.shift=1.0 needs attention.impl=linear or reference.*{impl}"):
+            NaLaAttention(32, 4, impl=impl, shift=1.0)
+    with pytest.raises(ValueError, match=r"attention.shift=-1.0: features must stay non-negative"):
+        NaLaAttention(32, 4, shift=-1.0)
+
+
 @pytest.mark.parametrize("impl", ["channels_last", "shift", "auto"])
 def test_lepe_layouts_match_the_conv1d_layer(impl):
     """The two (B, N, C)-layout LePE paths give the released Conv1d's output and gradients (v, weight, bias),
