@@ -32,10 +32,11 @@ from lra.callbacks import BestCheckpoint, LearningCurve, ThroughputMonitor, peak
 from lra.data.datamodule import LRADataModule
 from lra.model import compile_model
 from lra.module import LRAClassifier
-from lra.results import append_row, git_commit, write_csv
+from lra.results import append_row, git_commit, row_json, write_csv, write_text
 
 log = logging.getLogger("lra")
 ROOT = Path(__file__).resolve().parent
+FINISHED = "finished.json"  # in a run's checkpoint folder: its result row, written when it finished
 
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -45,6 +46,19 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     row = base_row(config, overrides or [])
     check_config(config)
     log.info("run %s (checkpoints in %s)", row["run_id"], Path(cfg.checkpoint_dir) / row["run_id"])
+    finished = Path(cfg.checkpoint_dir) / row["run_id"] / FINISHED
+    if cfg.get("skip_finished") and finished.exists():  # a sweep started again after a crash trains what is left
+        try:
+            done = json.loads(finished.read_text())
+            log.info(
+                "run %s finished already (test_acc=%.4f, %s): skipped (skip_finished=true)",
+                row["run_id"],
+                done["test_acc"],
+                done["time"],
+            )
+            return done
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("%s unreadable (%s): the run is trained again", finished, err)
     L.seed_everything(cfg.seed, workers=True)
 
     # data
@@ -163,7 +177,10 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         row["curve"] = f"curves/{row['run_id']}.csv"
         write_csv(Path(cfg.results_dir) / row["curve"], pd.read_csv(curve.path))
     append_row(cfg.results_dir, row)
-    resume.unlink(missing_ok=True)  # finished: the same command later starts a fresh run
+    # finished: the same command later starts a fresh run (a seed run again, e.g. on fixed code), unless
+    # skip_finished=true, which reads the row kept here instead
+    write_text(finished, row_json(row))
+    resume.unlink(missing_ok=True)
     log.info(
         "test_acc=%.4f (majority class %.4f) -> %s/runs.jsonl", row["test_acc"], row["majority_acc"], cfg.results_dir
     )
@@ -222,7 +239,16 @@ def run_id(config: dict[str, Any], legacy: bool = False) -> str:
         k: v
         for k, v in config.items()
         if k
-        not in {"results_dir", "checkpoint_dir", "resume", "num_workers", "data_on_device", "data_dir", "cache_dir"}
+        not in {
+            "results_dir",
+            "checkpoint_dir",
+            "resume",
+            "skip_finished",
+            "num_workers",
+            "data_on_device",
+            "data_dir",
+            "cache_dir",
+        }
     }
     # Batch shapes for evaluation and padding change the speed, never the result (tested): a run cut short may
     # resume with other values. The protocol presets (task.protocols) are a table the config reads from: the values

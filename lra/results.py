@@ -54,7 +54,7 @@ def append_row(results_dir: str | Path, row: dict[str, Any]) -> Path:
         raise ValueError(f"result row lacks {', '.join(missing)}")
     path = Path(results_dir) / RUNS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(_finite(row), sort_keys=True, default=str, allow_nan=False) + "\n").encode()
+    line = (row_json(row) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -80,19 +80,29 @@ def append_csv_row(path: str | Path, row: dict[str, Any]) -> Path:
 
 
 def write_csv(path: str | Path, table) -> Path:
-    """Write a pandas table to ``path`` atomically: a crash leaves the old file or the new one, never half."""
+    """Write a pandas table to ``path`` atomically (:func:`write_text`)."""
+    return write_text(path, table.to_csv(index=False))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically: a crash leaves the old file or the new one, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            table.to_csv(f, index=False)
+            f.write(text)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def row_json(row: dict[str, Any]) -> str:
+    """One row as strict JSON, as runs.jsonl holds it."""
+    return json.dumps(_finite(row), sort_keys=True, default=str, allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

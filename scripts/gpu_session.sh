@@ -177,9 +177,11 @@ for stage in $STAGES; do
       echo "== [$(elapsed)s] start $spec on GPU $gpu"
       # A spec may name its own protocol (pathfinder:polaformer:0:experiment=lra_sky); Hydra takes one value per group.
       exp=$EXPERIMENT; [[ ",$own," =~ ,experiment=([^,]*), ]] && { exp=${BASH_REMATCH[1]}; own=$(echo ",$own," | sed -E 's/,experiment=[^,]*,/,/; s/^,//; s/,$//'); }
+      # skip_finished: a spec that finished in an earlier call on this warm machine is not trained again (session 18
+      # trained one twice, 415 s of GPU); SKIP_FINISHED=false trains it afresh.
       ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
           experiment=$exp data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
-          trainer.enable_progress_bar=false "${@:2}" >>"$OUT/logs/$name.log" 2>&1; }
+          trainer.enable_progress_bar=false skip_finished=${SKIP_FINISHED:-true} "${@:2}" >>"$OUT/logs/$name.log" 2>&1; }
         args=" ${RUN_EXTRA:-} ${own//,/ } "  # the spec's own overrides last: they win
         # Evaluation batches default to large ones here (the protocol's batch is the training one; the result is the
         # same, tested): session 15's ListOps runs, left at 32, spent 36 of 99 s validating. These sizes ran on the

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,19 @@ def test_parallel_runs_finish_and_land(tmp_path):
         "listops-softmax-2.log",
     ]
     assert res.stdout.count(" rc=0 test_acc=") == 3
+
+
+def test_a_spec_that_finished_in_an_earlier_call_is_not_trained_again(tmp_path):
+    """The same spec in a later call on the warm machine (same checkpoints): skipped, no second row; with
+    SKIP_FINISHED=false it trains afresh."""
+    _, out = pruns(tmp_path, "listops:softmax:0", PER_GPU="1")
+    assert len(rows(out / "runs.jsonl")) == 1
+    shutil.rmtree(out)
+    res, out = pruns(tmp_path, "listops:softmax:0", PER_GPU="1")
+    assert rows(out / "runs.jsonl") == [] and "finished already" in (out / "logs/listops-softmax-0.log").read_text()
+    shutil.rmtree(out)
+    _, out = pruns(tmp_path, "listops:softmax:0", PER_GPU="1", SKIP_FINISHED="false")
+    assert len(rows(out / "runs.jsonl")) == 1
 
 
 def test_stagger_spaces_the_starts(tmp_path):

@@ -158,6 +158,27 @@ def test_resume_continues_from_last_checkpoint(cfg_factory, monkeypatch):
     assert again["run_wall_seconds"] == pytest.approx(again["wall_seconds"], abs=0.01)
 
 
+def test_skip_finished_trains_only_what_is_left(cfg_factory, monkeypatch):
+    """``skip_finished=true`` (a sweep started again after a crash): a run cut short still resumes; a finished one
+    is not trained again (its kept row comes back, nothing is appended); an unreadable kept row is trained again;
+    without the flag the same command trains afresh. The flag is not part of the run id."""
+    cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5", "skip_finished=true")
+    crash_at_step(cfg, monkeypatch, 12)
+    assert run.train(cfg)["resumed_from_step"] == 10
+    first = read_rows(cfg.results_dir)
+    trainer = run.L.Trainer
+    monkeypatch.setattr(run.L, "Trainer", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert run.train(cfg) == first[0] and read_rows(cfg.results_dir) == first
+    monkeypatch.setattr(run.L, "Trainer", trainer)
+    fresh = run.train(cfg_factory("experiment=smoke", "trainer.val_check_interval=5"))
+    assert fresh["run_id"] == first[0]["run_id"] and fresh["resumed_from_step"] is None
+    kept = Path(cfg.checkpoint_dir) / fresh["run_id"] / run.FINISHED
+    assert json.loads(kept.read_text())["wall_seconds"] == fresh["wall_seconds"]  # the latest finish is kept
+    kept.write_text("{not json")
+    run.train(cfg)
+    assert len(read_rows(cfg.results_dir)) == 3
+
+
 def test_a_run_cut_under_its_old_id_resumes_under_the_new_one(cfg_factory, monkeypatch, tmp_path):
     # Run ids once included the protocol table; a run cut short then must still continue, not start again.
     cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
