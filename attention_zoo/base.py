@@ -58,6 +58,14 @@ def check_inputs(x: torch.Tensor, mask: torch.Tensor | None, dim: int) -> torch.
     return mask.bool()
 
 
+def feature_shift(shift: float) -> float:
+    """``attention.shift``, a constant added to every feature (a Pathfinder diagnostic): it must keep them >= 0,
+    or weights could turn negative and the normaliser reach 0."""
+    if shift < 0:
+        raise ValueError(f"attention.shift={shift}: features must stay non-negative; use a shift >= 0")
+    return shift
+
+
 def at_least_fp32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Upcast half-precision tensors to float32 (attention math runs in fp32 under autocast, as the LRA-lite code
     does); float64 stays float64 so the reference-vs-fast tests can run in double precision."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from attention_zoo.base import MultiHeadAttention, at_least_fp32
+from attention_zoo.base import MultiHeadAttention, at_least_fp32, feature_shift
 from attention_zoo.registry import register
 
 
@@ -83,9 +83,7 @@ class LinearAttention(MultiHeadAttention):
         super().__init__(dim, num_heads, impl=impl)
         if feature_map not in FEATURE_MAPS:
             raise ValueError(f"attention.feature_map={feature_map!r} is not one of {', '.join(FEATURE_MAPS)}")
-        if shift < 0:
-            raise ValueError(f"attention.shift={shift}: features must stay non-negative; use a shift >= 0")
-        self.eps, self.map, self.shift = eps, FEATURE_MAPS[feature_map], shift
+        self.eps, self.map, self.shift = eps, FEATURE_MAPS[feature_map], feature_shift(shift)
 
     def phi(self, x: torch.Tensor) -> torch.Tensor:
         return self.map(x) + self.shift if self.shift else self.map(x)

@@ -46,7 +46,7 @@ from einops import rearrange
 from torch import nn
 
 from attention_zoo import lepe_triton
-from attention_zoo.base import at_least_fp32, check_inputs
+from attention_zoo.base import at_least_fp32, check_inputs, feature_shift
 from attention_zoo.nala_fused import nala_fused
 from attention_zoo.nala_triton import nala_triton, supports
 from attention_zoo.registry import register
@@ -171,8 +171,6 @@ class NaLaAttention(nn.Module):
             raise ValueError(f"attention.rope_pairing={rope_pairing!r} is not one of {', '.join(ROPE_PAIRINGS)}")
         # within_signs: the released code's rotation, each sign half on its own (d-wide features have one half)
         self.rope_groups = 2 if rope_pairing == "within_signs" and sign_split else 1
-        if shift < 0:
-            raise ValueError(f"attention.shift={shift}: features must stay non-negative; use a shift >= 0")
         if shift and impl in {"triton", "fused"}:
             raise ValueError(
                 f"attention.shift={shift} needs attention.impl=linear or reference (or auto): the {impl} "
@@ -183,7 +181,7 @@ class NaLaAttention(nn.Module):
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
         self.rope, self.gate, self.eps, self.lepe_impl = rope, gate, eps, lepe_impl
         self.feature_opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
-        self.shift = shift
+        self.shift = feature_shift(shift)
         self.qkvg = nn.Linear(dim, 4 * dim)
         self.lepe = nn.Conv1d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe else None
         self.norm = nn.LayerNorm(dim)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attention_zoo.base import MultiHeadAttention, at_least_fp32, check_inputs
+from attention_zoo.base import MultiHeadAttention, at_least_fp32, check_inputs, feature_shift
 from attention_zoo.flatten import (
     depthwise_conv_heads,
     make_dwc,
@@ -78,11 +78,9 @@ class PolaLinearAttention(MultiHeadAttention):
         shift: float = 0.0,
     ):
         super().__init__(dim, num_heads, impl=impl)
-        if shift < 0:
-            raise ValueError(f"attention.shift={shift}: features must stay non-negative; use a shift >= 0")
         if self.head_dim % 2:
             raise ValueError(f"polaformer splits v into two halves per head; head_dim {self.head_dim} must be even")
-        self.alpha, self.eps, self.shift = alpha, eps, shift
+        self.alpha, self.eps, self.shift = alpha, eps, feature_shift(shift)
         self.power = nn.Parameter(torch.zeros(num_heads, 1, self.head_dim))  # p = 1 + alpha * sigmoid(power)
         self.scale = nn.Parameter(torch.zeros(num_heads, 1, self.head_dim))  # q, k / softplus(scale)
         self.dwc = make_dwc(self.head_dim, dwc_kernel)
