@@ -117,6 +117,27 @@ def seeds(runs: pd.DataFrame, out: Path) -> list[Path]:
     return paths
 
 
+LINE_STYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (1, 3)), (0, (8, 3)))
+
+
+def line_styles(labels) -> dict[str, tuple[str, object]]:
+    """(colour, line style) per label: one colour per attention, a line style per variant of it ("nalaformer
+    (rope=false)" is dashed nalaformer), so variants read as their attention's relatives and no two labels look
+    alike (ten colours alone repeat once there are more than ten labels, as on Pathfinder)."""
+    bases = sorted({str(label).split(" (")[0] for label in labels})
+    palette = plt.cm.tab10 if len(bases) <= 10 else plt.cm.tab20
+    styles = {}
+    for i, base in enumerate(bases):
+        variants = sorted(label for label in labels if str(label).split(" (")[0] == base)  # the plain one first
+        for j, label in enumerate(variants):
+            styles[label] = (palette(i % palette.N), LINE_STYLES[j % len(LINE_STYLES)])
+    return styles
+
+
+def _thousands(x: float, _pos: int) -> str:
+    return f"{x / 1000:g}K" if abs(x) >= 1000 else f"{x:g}"
+
+
 def curves(runs: pd.DataFrame, results: Path, out: Path) -> list[Path]:
     """Validation accuracy (top) and loss (bottom) against training step, one line per run that left a learning
     curve (``results/curves/<run_id>.csv``, see ``lra.callbacks.LearningCurve``), one column per task, grey dashes
@@ -129,27 +150,29 @@ def curves(runs: pd.DataFrame, results: Path, out: Path) -> list[Path]:
     for protocol, group in ok.groupby("protocol"):
         tasks = [t for t in (*TASKS, "pathx") if t in set(group["task"])]
         fig, axes = plt.subplots(2, len(tasks), figsize=(4.2 * len(tasks), 6.6), squeeze=False, sharex="col")
-        colours = {a: f"C{i}" for i, a in enumerate(sorted(group["attention"].unique()))}
+        styles = line_styles(group["attention"].unique())
+        legend = {}  # label -> line, over all tasks: one legend beside the panels, not one over each
         for ax, loss_ax, task in zip(axes[0], axes[1], tasks, strict=True):
-            seen = set()
             for row in group[group["task"] == task].itertuples():
                 path = Path(results) / row.curve
                 if not path.exists():
                     continue
                 curve = pd.read_csv(path)
-                label = None if row.attention in seen else row.attention
-                seen.add(row.attention)
-                ax.plot(curve["step"], curve["val/acc"] * 100, color=colours[row.attention], lw=1, label=label)
+                colour, ls = styles[row.attention]
+                line = ax.plot(curve["step"], curve["val/acc"] * 100, color=colour, ls=ls, lw=1, label=row.attention)
+                legend.setdefault(row.attention, line[0])
                 if "val/loss" in curve:
-                    loss_ax.plot(curve["step"], curve["val/loss"], color=colours[row.attention], lw=1)
+                    loss_ax.plot(curve["step"], curve["val/loss"], color=colour, ls=ls, lw=1)
                 if pd.notna(row.majority_acc):
                     ax.axhline(row.majority_acc * 100, color="grey", ls="--", lw=0.8)
             ax.set_title(task)
             loss_ax.set_xlabel("training step")
+            loss_ax.xaxis.set_major_formatter(plt.FuncFormatter(_thousands))
             for a in (ax, loss_ax):
                 a.grid(alpha=0.3)
-            if seen:
-                ax.legend(fontsize=7)
+        if legend:
+            labels = sorted(legend)
+            fig.legend([legend[k] for k in labels], labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
         axes[0][0].set_ylabel("validation accuracy (%)")
         axes[1][0].set_ylabel("validation loss")
         fig.suptitle(f"Learning curves, protocol {protocol} (grey: majority class)")

@@ -302,6 +302,20 @@ def test_curves_figure_plots_validation_loss_under_accuracy(tmp_path, monkeypatc
     assert [list(line.get_ydata()) for line in loss_ax.lines] == [[0.69, 0.8]]
 
 
+def test_each_curve_label_gets_its_own_look_and_variants_keep_their_attention_colour():
+    """Pathfinder's curves had 13 labels on ten colours: softmax and a linear variant were drawn alike."""
+    from lra.figures import line_styles
+
+    labels = ["softmax", "linear", "linear (feature_map=relu)", "linear (feature_map=relu, shift=1)", "nalaformer"]
+    labels += [f"nalaformer (variant={i})" for i in range(5)] + [f"att{i}" for i in range(5)]
+    styles = line_styles(labels)
+    looks = [(tuple(colour), str(ls)) for colour, ls in styles.values()]
+    assert set(styles) == set(labels) and len(set(looks)) == len(labels)
+    assert styles["linear"][1] == "-" and styles["linear (feature_map=relu)"][1] != "-"
+    assert styles["linear (feature_map=relu)"][0] == styles["linear"][0] != styles["softmax"][0]
+    assert len({tuple(styles[f"att{i}"][0]) for i in range(5)} | {tuple(styles["softmax"][0])}) == 6
+
+
 def test_curve_summary_says_when_each_run_left_chance_and_where_its_loss_went(tmp_path):
     from lra.leaderboard import curve_summary, curve_summary_markdown
 
