@@ -302,6 +302,26 @@ def test_curves_figure_plots_validation_loss_under_accuracy(tmp_path, monkeypatc
     assert [list(line.get_ydata()) for line in loss_ax.lines] == [[0.69, 0.8]]
 
 
+def test_accuracy_vs_speed_averages_the_same_tasks_for_every_point(monkeypatch):
+    """An attention without a run on one of softmax's tasks is left out and named, not averaged over fewer tasks."""
+    from lra import figures
+
+    base = {"status": "ok", "data": "real", "protocol": "lra_lite", "tokens_per_sec": 1000.0, "peak_mem_mb": 10.0}
+    accs = {("softmax", "listops"): 0.4, ("softmax", "pathfinder"): 0.8, ("linear", "listops"): 0.2}
+    accs |= {("linear", "pathfinder"): 0.6, ("nystromformer", "listops"): 0.36, ("performer", "text"): 0.6}
+    runs = pd.DataFrame([{**base, "attention": a, "task": t, "test_acc": acc} for (a, t), acc in accs.items()])
+    runs.loc[runs["attention"] == "linear", "tokens_per_sec"] = 2000.0
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, stem: saved.append(fig) or [])
+    bench = pd.DataFrame(columns=["device", "attention", "mode", "seq_len", "status", "ms", "peak_mem_mb"])
+    figures.accuracy_vs_speed(runs, bench, Path("unused"))
+    ax = saved[0].axes[0]
+    points = {text.get_text(): tuple(text.xy) for text in ax.texts if text.get_text() in {a for a, _ in accs}}
+    assert points == {"softmax": (1.0, pytest.approx(60.0)), "linear": (2.0, pytest.approx(40.0))}
+    assert "left out: nystromformer, performer" in " ".join(t.get_text() for t in ax.texts)
+    assert ax.get_ylabel().endswith("over listops, pathfinder")
+
+
 def test_each_curve_label_gets_its_own_look_and_variants_keep_their_attention_colour():
     """Pathfinder's curves had 13 labels on ten colours: softmax and a linear variant were drawn alike."""
     from lra.figures import line_styles
