@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lra import figures
+from lra import LRAError, figures
 from lra.leaderboard import (
     board_latex,
     board_long,
@@ -78,18 +78,27 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        runs = filter_rows(load_runs(args.results), **keep)
+        all_runs = load_runs(args.results)
+        runs = filter_rows(all_runs, **keep)
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     bench = filter_rows(
         load_bench(args.bench or args.results / "bench"), attention=keep["attention"], device=keep["device"]
     )
+    if runs.empty:
+        for key, wanted in keep.items():  # a typo in a filter (--task lisops) says so, with what there is
+            present = sorted(set(all_runs[key].dropna().astype(str))) if key in all_runs else []
+            if wanted and present and not set(wanted) & set(present):
+                print(
+                    f"--{key} {','.join(wanted)} matches no run; the runs have: {', '.join(present)}", file=sys.stderr
+                )
     if runs.empty and bench.empty:
         print(f"no runs in {args.results}/runs.jsonl (after filters); run `python run.py ...` first", file=sys.stderr)
         return 1
-
     if runs.empty:
         print(f"no runs match in {args.results}/runs.jsonl; only the benchmark table is written", file=sys.stderr)
+    if not args.published.is_dir():
+        print(f"warning: {args.published}: no such folder; no published numbers beside ours", file=sys.stderr)
     tables.mkdir(parents=True, exist_ok=True)
     boards = build_boards(runs, load_published(args.published)) if not runs.empty else []
     markdown = "\n".join(board_markdown(b) for b in boards)
@@ -132,4 +141,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except LRAError as err:  # a malformed published table, say: one line naming the file
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

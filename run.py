@@ -23,15 +23,16 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from lra import LRAError
+from lra import LRAError, load_checkpoint
 from lra.callbacks import BestCheckpoint, LearningCurve, ThroughputMonitor, peak_memory_mb
 from lra.data.datamodule import LRADataModule
 from lra.model import compile_model
-from lra.module import LRAClassifier
+from lra.module import DECAYS, LRAClassifier
 from lra.results import append_row, git_commit, row_json, write_csv, write_text
 
 log = logging.getLogger("lra")
@@ -123,16 +124,19 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
         t["enable_progress_bar"] = False
     if t["precision"] == "auto":
         t["precision"] = "bf16-mixed" if torch.cuda.is_available() else "32-true"
-    trainer = L.Trainer(
-        **t,
-        max_epochs=-1,
-        check_val_every_n_epoch=None,
-        callbacks=callbacks,
-        default_root_dir=str(ckpt_dir),
-        logger=False,
-        deterministic=False,
-        use_distributed_sampler=False,
-    )  # LRADataModule shards its length-grouped batches itself
+    try:
+        trainer = L.Trainer(
+            **t,
+            max_epochs=-1,
+            check_val_every_n_epoch=None,
+            callbacks=callbacks,
+            default_root_dir=str(ckpt_dir),
+            logger=False,
+            deterministic=False,
+            use_distributed_sampler=False,
+        )  # LRADataModule shards its length-grouped batches itself
+    except (TypeError, ValueError, MisconfigurationException) as err:  # trainer.precision=bf17, +trainer.max_step=10
+        raise LRAError(f"a trainer.* setting was refused: {err}") from None
     ckpt_path = str(resume) if cfg.resume and resume.exists() else None
     resumed_from = _resumed_step(ckpt_path)
     if ckpt_path:
@@ -229,6 +233,15 @@ def check_config(config: dict[str, Any]) -> None:
     after = config["trainer"].get("select_best_after")
     if isinstance(after, bool) or not isinstance(after, int | float) or not 0 <= after < 1:
         raise LRAError(f"trainer.select_best_after={after!r}: expected a fraction of max_steps in [0, 1)")
+    seed = config.get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise LRAError(f"seed={seed!r}: expected a non-negative integer")
+    for key in ("resume", "skip_finished"):  # a string such as "no" would read as true
+        if not isinstance(config.get(key, False), bool):
+            raise LRAError(f"{key}={config[key]!r}: expected true or false")
+    decay = config["model"]["optim"].get("decay", "linear")
+    if decay not in DECAYS:  # else it fails at the first step, after the data has loaded
+        raise LRAError(f"model.optim.decay={decay!r}: expected one of {', '.join(DECAYS)}")
 
 
 def run_id(config: dict[str, Any], legacy: bool = False) -> str:
@@ -309,7 +322,7 @@ def base_row(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
 def _resumed_step(ckpt_path: str | None) -> int | None:
     if not ckpt_path:
         return None
-    return int(torch.load(ckpt_path, map_location="cpu", weights_only=False).get("global_step", 0))
+    return int(load_checkpoint(ckpt_path).get("global_step", 0))
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")

@@ -485,8 +485,8 @@ def parse_lengths(text: str) -> list[int]:
         if not item:
             continue
         match = re.fullmatch(r"(\d+)([kK]?)", item)
-        if not match:
-            raise argparse.ArgumentTypeError(f"length {item!r} is not a number like 4096 or 4K")
+        if not match or int(match.group(1)) == 0:
+            raise argparse.ArgumentTypeError(f"length {item!r} is not a positive number like 4096 or 4K")
         lengths.append(int(match.group(1)) * (1024 if match.group(2) else 1))
     if not lengths:
         raise argparse.ArgumentTypeError("no lengths given")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from attention_zoo import default_config
+from lra import LRAError
 from lra.data.pathfinder import GENERATOR_VERSION
 from lra.results import read_rows
 
@@ -141,6 +142,17 @@ def load_runs(path: Path) -> pd.DataFrame:
     variant data are left out, with a warning that names them."""
     rows = []
     for r in read_rows(path):
+        missing = [k for k in ("status", "task", "attention", "protocol") if r.get(k) is None]
+        if missing:  # a row written by hand or cut by an editor: it could only make a table of its own
+            warnings.warn(f"left out of the tables: {r.get('run_id')} lacks {', '.join(missing)}", stacklevel=2)
+            continue
+        if r.get("data") is None:  # failed before reading its data (a bad option): no table to put it in
+            warnings.warn(
+                f"left out of the tables: {r.get('run_id')} ({r['status']} before its data was read: "
+                f"{r.get('error', 'no error recorded')})",
+                stacklevel=2,
+            )
+            continue
         variant = diagnostic_reason(r)
         if variant:
             warnings.warn(
@@ -192,6 +204,10 @@ def load_published(folder: Path) -> pd.DataFrame:
         df = pd.read_csv(csv, dtype=str, keep_default_na=False)
         if "protocol" not in df.columns:  # efficiency tables
             continue
+        lacking = [c for c in ("model", "attention", "source") if c not in df.columns]
+        if lacking or not any(t in df.columns for t in (*TASKS, *EXTRA_TASKS)):
+            need = ", ".join(lacking) if lacking else f"a task column ({', '.join(TASKS)})"
+            raise LRAError(f"{csv}: a published table needs the column(s) {need} (see results/published/README.md)")
         settings = df["settings"] if "settings" in df.columns else pd.Series("", index=df.index)
         df["label"] = df["attention"].where(settings == "", df["attention"] + " (" + settings + ")")
         tasks = [t for t in (*TASKS, *EXTRA_TASKS) if t in df.columns]

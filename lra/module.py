@@ -16,6 +16,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lra.model import LRAModel, compiled_forward
 
+DECAYS = ("linear", "cosine", "constant", "rsqrt")
+
 
 def warmup_decay(step: int, warmup: int, total: int, decay: str) -> float:
     """LR multiplier: linear warm-up to 1, then ``linear`` or ``cosine`` decay to 0 at ``total``, or
@@ -33,7 +35,7 @@ def warmup_decay(step: int, warmup: int, total: int, decay: str) -> float:
         return 1.0 - progress
     if decay == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ValueError(f"model.optim.decay={decay!r} is not one of linear, cosine, constant, rsqrt")
+    raise ValueError(f"model.optim.decay={decay!r} is not one of {', '.join(DECAYS)}")
 
 
 class LRAClassifier(L.LightningModule):

@@ -16,14 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
+
+from lra import LRAError, load_checkpoint
 
 
 def in_progress(root: Path) -> pd.DataFrame:
     """run_id, step, total_steps, done (%), best_val_acc (%), saved (local time) of every cut run under ``root``."""
     rows: list[dict[str, Any]] = []
     for last in sorted(Path(root).glob("*/last.ckpt")):
-        ckpt = torch.load(last, map_location="cpu", weights_only=False)
+        try:
+            ckpt = load_checkpoint(last)
+        except LRAError as err:  # one bad file must not hide the other runs
+            print(f"warning: {err}", file=sys.stderr)
+            continue
         total = ckpt.get("hyper_parameters", {}).get("total_steps")
         best = [
             float(cb["best_model_score"])

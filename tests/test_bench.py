@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 
@@ -185,6 +186,8 @@ def test_bad_options_are_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main([*SMALL, "--out", str(tmp_path), "--lengths", "4X"])
     assert bench.parse_lengths("1K,2k,4096,1K") == [1024, 2048, 4096]
+    with pytest.raises(argparse.ArgumentTypeError, match="'0' is not a positive number"):
+        bench.parse_lengths("1K,0")  # it once reached a division by zero
     assert bench.csv_path(tmp_path, "NVIDIA H200").name == "NVIDIA_H200.csv"
 
 

@@ -432,6 +432,36 @@ def test_a_published_number_stands_beside_the_runs_of_its_own_model(tmp_path):
     assert board.cells["performer"]["pathfinder"].published == pytest.approx(66.30)
 
 
+def test_a_published_table_without_a_needed_column_is_named(tmp_path):
+    from lra import LRAError
+
+    pd.DataFrame({"model": ["X"], "attention": ["softmax"], "protocol": ["lra_lite"], "listops": ["37.1"]}).to_csv(
+        tmp_path / "paper.csv", index=False
+    )
+    with pytest.raises(LRAError, match=r"paper.csv: a published table needs the column\(s\) source"):
+        load_published(tmp_path)
+
+
+def test_rows_that_cannot_make_a_table_are_left_out_with_a_warning(tmp_path, capsys):
+    """A row lacking the fields tables group by (edited by hand), or a run that failed before reading its data (a
+    bad option), once made a table of its own ("protocol nan, nan data"); now each is a warning naming it."""
+    append_row(tmp_path, fixture_row(task="listops", attention="softmax", test_acc=0.4))
+    with (tmp_path / "runs.jsonl").open("a") as f:
+        f.write('{"run_id": "by-hand", "test_acc": 0.7}\n')
+    failed = fixture_row(task="listops", attention="linear", run_id="bad-option", test_acc=None)
+    append_row(tmp_path, {**failed, "status": "failed", "data": None, "error": "LRAError: seed='abc'"})
+    assert run_report(tmp_path, "--no-figures") == 0
+    out = capsys.readouterr()
+    assert "protocol `nan`" not in out.out and "nan data" not in out.out and "| softmax |" in out.out
+    assert "by-hand lacks status, task, attention, protocol" in out.err
+    assert "bad-option (failed before its data was read: LRAError: seed='abc')" in out.err
+
+
+def test_a_filter_that_matches_nothing_says_what_there_is(results, capsys):
+    run_report(results, "--task", "lisops", "--no-figures")
+    assert "--task lisops matches no run; the runs have: " in capsys.readouterr().err
+
+
 def test_an_lra_sky_run_stands_beside_skyformer_and_polaformer_not_nystromformer(tmp_path):
     from lra.leaderboard import build_boards, load_runs
 

@@ -76,6 +76,10 @@ def test_missing_data_is_a_clear_error(tmp_path):
         ("task.eval_batch_size=0", "task.eval_batch_size=0: expected a positive integer or null"),
         ("trainer.limit_val_batches=0.5", "trainer.limit_val_batches=0.5: expected a positive integer or null"),
         ("+attention.not_an_option=1", "attention 'softmax' has no option not_an_option"),
+        ("seed=abc", "seed='abc': expected a non-negative integer"),
+        ("skip_finished=no", "skip_finished='no': expected true or false"),  # a string would read as true
+        ("model.optim.decay=cosin", "model.optim.decay='cosin': expected one of linear, cosine, constant, rsqrt"),
+        ("trainer.precision=bf17", "a trainer.* setting was refused: Precision 'bf17' is invalid"),
     ],
 )
 def test_bad_options_are_one_line_errors(tmp_path, override, message):
@@ -373,6 +377,26 @@ def test_progress_lists_cut_runs_until_they_finish(cfg_factory, monkeypatch, cap
     run.train(cfg)
     assert progress.main([str(cfg.checkpoint_dir)]) == 0 and "no cut runs" in capsys.readouterr().out
     assert progress.main([str(Path(cfg.checkpoint_dir) / "missing")]) == 2
+
+
+def test_an_unreadable_checkpoint_is_named_with_the_fix(cfg_factory, monkeypatch, capsys):
+    """A last.ckpt cut short (a full disk, a killed copy): the run stops with one line naming the file and what to
+    do, resume=false then starts afresh; lra.progress warns about it and still lists the other cut runs."""
+    from lra import progress
+
+    cfg = cfg_factory("experiment=smoke", "trainer.val_check_interval=5")
+    crash_at_step(cfg, monkeypatch, 12)
+    other = Path(cfg.checkpoint_dir) / "another-run"
+    other.mkdir()
+    last = next(p for p in Path(cfg.checkpoint_dir).glob("*/last.ckpt") if p.parent != other)
+    (other / "last.ckpt").write_bytes(last.read_bytes())
+    last.write_bytes(b"\x80\x02garbage")
+    with pytest.raises(LRAError, match=r"last.ckpt: unreadable checkpoint .*delete it, or pass resume=false"):
+        run.train(cfg)
+    assert progress.in_progress(Path(cfg.checkpoint_dir)).run_id.tolist() == ["another-run"]
+    assert "unreadable checkpoint" in capsys.readouterr().err
+    cfg.resume = False
+    assert run.train(cfg)["resumed_from_step"] is None
 
 
 def test_no_per_step_host_sync_for_the_progress_bar_when_it_is_off(cfg_factory, monkeypatch):
