@@ -46,8 +46,9 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     task = config["task"]
     row = base_row(config, overrides or [])
     check_config(config)
-    log.info("run %s (checkpoints in %s)", row["run_id"], Path(cfg.checkpoint_dir) / row["run_id"])
-    finished = Path(cfg.checkpoint_dir) / row["run_id"] / FINISHED
+    ckpt_dir = Path(cfg.checkpoint_dir) / row["run_id"]
+    log.info("run %s (checkpoints in %s)", row["run_id"], ckpt_dir)
+    finished = ckpt_dir / FINISHED
     if cfg.get("skip_finished") and finished.exists():  # a sweep started again after a crash trains what is left
         try:
             done = json.loads(finished.read_text())
@@ -92,7 +93,6 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     row["params"] = sum(p.numel() for p in model.parameters())
 
     # trainer
-    ckpt_dir = Path(cfg.checkpoint_dir) / row["run_id"]
     legacy = Path(cfg.checkpoint_dir) / run_id(config, legacy=True)
     if legacy != ckpt_dir and legacy.exists() and not ckpt_dir.exists():  # a run cut short under the old ids
         with contextlib.suppress(OSError):  # another rank of the same run renamed it first
