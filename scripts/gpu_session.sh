@@ -128,7 +128,7 @@ for stage in $STAGES; do
         left=$(time_left); [ "$left" -gt "${GRAPH_TIMEOUT:-150}" ] && left=${GRAPH_TIMEOUT:-150}
         [ "$left" -lt 30 ] && echo "== no time left for graphs $att $vname" && continue
         # shellcheck disable=SC2086
-        TORCH_LOGS=output_code timeout "$left" python3 run.py task=${GRAPH_TASK:-pathfinder} attention=$att seed=0 \
+        TORCH_LOGS=output_code timeout -k 15 "$left" python3 run.py task=${GRAPH_TASK:-pathfinder} attention=$att seed=0 \
           experiment=$EXPERIMENT data_dir=$DATA results_dir="$OUT/graphs" checkpoint_dir="$OUT/graphs/ckpt" \
           num_workers=0 trainer.enable_progress_bar=false trainer.max_steps=${GRAPH_STEPS:-200} \
           trainer.val_check_interval=${GRAPH_STEPS:-200} trainer.limit_val_batches=4 trainer.limit_test_batches=4 \
@@ -179,7 +179,8 @@ for stage in $STAGES; do
       exp=$EXPERIMENT; [[ ",$own," =~ ,experiment=([^,]*), ]] && { exp=${BASH_REMATCH[1]}; own=$(echo ",$own," | sed -E 's/,experiment=[^,]*,/,/; s/^,//; s/,$//'); }
       # skip_finished: a spec that finished in an earlier call on this warm machine is not trained again (session 18
       # trained one twice, 415 s of GPU); SKIP_FINISHED=false trains it afresh.
-      ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout "$1" python3 run.py task=$task attention=$att seed=$seed \
+      # timeout -k 15: a run sent SIGTERM while it compiled outlived the deadline, and the call's 600 s (session 19).
+      ( prun() { CUDA_VISIBLE_DEVICES=$gpu timeout -k 15 "$1" python3 run.py task=$task attention=$att seed=$seed \
           experiment=$exp data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
           trainer.enable_progress_bar=false skip_finished=${SKIP_FINISHED:-true} "${@:2}" >>"$OUT/logs/$name.log" 2>&1; }
         args=" ${RUN_EXTRA:-} ${own//,/ } "  # the spec's own overrides last: they win
@@ -195,6 +196,12 @@ for stage in $STAGES; do
             [0-9]*) args+="task.eval_batch_size=$EVAL_BATCH " ;;
           esac
         fi
+        # A compiled run validates through a compile of its own (trainer.compile_eval): Pathfinder cosformer spent
+        # 0.19 s per validation with it against 0.32-0.36 s eager (session 19; validation was 18-25% of a Pathfinder
+        # run); COMPILE_EVAL=0, RUN_EXTRA or the spec choose otherwise.
+        if [[ "$args" == *" trainer.compile=true "* && "$args" != *" trainer.compile_eval="* ]] && [ "${COMPILE_EVAL:-1}" = 1 ]; then
+          args+="trainer.compile_eval=true "
+        fi
         # shellcheck disable=SC2086
         prun "$left" $args; rc=$?  # before any $(...) below, which would reset it
         # A run that fails under trainer.compile (a CUDA-graph error ended one in session 9; linear and performer
@@ -203,7 +210,7 @@ for stage in $STAGES; do
         if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ "$args" == *" trainer.compile=true "* ]] && [ "${RETRY_EAGER:-1}" = 1 ]; then
           left=$(time_left); echo "== [$(elapsed)s] $spec rc=$rc under compile: again eager" | tee -a "$OUT/logs/$name.log"
           # shellcheck disable=SC2086
-          [ "$left" -ge 30 ] && { prun "$left" $(echo "$args" | sed -E 's/ trainer\.compile(_mode)?=[^ ]*//g'); rc=$?; }
+          [ "$left" -ge 30 ] && { prun "$left" $(echo "$args" | sed -E 's/ trainer\.compile(_mode|_eval)?=[^ ]*//g'); rc=$?; }
         fi
         echo "== [$(elapsed)s] $spec rc=$rc $(grep -oE "test_acc=[0-9.]+" "$OUT/logs/$name.log" | tail -1)" ) &
       pids+=($!); slot_pid[$slot]=$!
@@ -222,7 +229,7 @@ for stage in $STAGES; do
       echo "== [$(elapsed)s] scaling: $ndev GPU(s), batch $batch per GPU"
       extra="trainer.devices=$ndev"; [ "$ndev" -gt 1 ] && extra="trainer=ddp trainer.devices=$ndev"
       left=$(time_left); [ "$left" -lt 30 ] && echo "== no time left for scaling $spec" && continue
-      /usr/bin/time -f "wall %e s" timeout "$left" python3 run.py task=listops \
+      /usr/bin/time -f "wall %e s" timeout -k 15 "$left" python3 run.py task=listops \
         attention=${SCALING_ATTENTION:-softmax} seed=0 experiment=$EXPERIMENT task.batch_size=$batch $extra \
         data_dir=$DATA results_dir="$OUT/scaling" checkpoint_dir=$CKPT/ckpt_scaling num_workers=${WORKERS:-0} \
         trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|wall " | tail -4
@@ -233,7 +240,7 @@ for stage in $STAGES; do
       IFS=: read -r task att seed <<<"$spec"
       echo "== [$(elapsed)s] run $task $att seed $seed"
       left=$(time_left); [ "$left" -lt "${MIN_LEFT:-30}" ] && echo "== no time left for $spec" && continue
-      timeout "$left" python3 run.py task=$task attention=$att seed=$seed experiment=$EXPERIMENT \
+      timeout -k 15 "$left" python3 run.py task=$task attention=$att seed=$seed experiment=$EXPERIMENT \
         data_dir=$DATA results_dir="$OUT" checkpoint_dir=$CKPT/ckpt num_workers=${WORKERS:-0} \
         trainer.enable_progress_bar=false ${RUN_EXTRA:-} 2>&1 | grep -E "test_acc=|Error|error|resum" | tail -3
     done
@@ -241,8 +248,11 @@ for stage in $STAGES; do
   esac
 done
 # Unfinished runs (a finished run deletes its last.ckpt) travel back, best.ckpt with them (the final test uses it),
-# and their learning curve so far.
+# and their learning curve so far; only from an instance that trained (session 19: a data-only instance beside the
+# training one sent back copies of checkpoints the training one then finished, which came back stale).
+trained=0; [[ " $STAGES " =~ \ (pruns|runs|scaling)\  ]] && trained=1
 for last in "$CKPT"/*/*/last.ckpt; do
+  [ "$trained" = 1 ] || break
   [ -e "$last" ] || continue
   run_dir=$(dirname "$last"); rel=${run_dir#"$CKPT"/}
   mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"

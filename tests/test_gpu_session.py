@@ -182,7 +182,19 @@ def test_a_run_failing_under_compile_goes_on_eager(tmp_path, runs, extra):
     compile came from RUN_EXTRA or from the spec's own overrides."""
     res, out = pruns(tmp_path, runs, RUN_EXTRA=extra)
     assert "under compile: again eager" in res.stdout and " rc=0 test_acc=" in res.stdout
-    assert [(r["status"], r.get("compile")) for r in rows(out / "runs.jsonl")] == [("failed", None), ("ok", False)]
+    failed, eager = rows(out / "runs.jsonl")
+    assert (failed["status"], failed.get("compile"), eager["status"], eager["compile"]) == ("failed", None, "ok", False)
+    # a compiled run validates compiled too, unless told otherwise; the eager retry drops that with the rest
+    assert "trainer.compile_eval=true" in failed["overrides"] and eager["compile_eval"] is False
+
+
+def test_compile_eval_is_left_to_the_spec_or_COMPILE_EVAL(tmp_path):
+    """The default above gives way: a spec's own trainer.compile_eval, and COMPILE_EVAL=0 for the whole call."""
+    bogus = "trainer.compile=true trainer.compile_mode=bogus"
+    _, out = pruns(tmp_path / "a", "listops:softmax:0:trainer.compile_eval=false", RUN_EXTRA=f"{STEPS} {bogus}")
+    assert [o for o in rows(out / "runs.jsonl")[0]["overrides"] if o.startswith("trainer.compile_eval")] == ["trainer.compile_eval=false"]
+    _, out = pruns(tmp_path / "b", "listops:softmax:0", RUN_EXTRA=f"{STEPS} {bogus}", COMPILE_EVAL="0")
+    assert not [o for o in rows(out / "runs.jsonl")[0]["overrides"] if o.startswith("trainer.compile_eval")]
 
 
 def test_no_run_left_to_start_does_not_hang(tmp_path):
@@ -199,10 +211,14 @@ def test_min_left_starts_no_run_that_could_not_finish(tmp_path):
 
 def test_gen_writes_pathfinder_and_pathx_and_skips_listops_on_request(tmp_path):
     # OMP_NUM_THREADS, set for the training runs, must not shrink the generator's pool (`nproc` follows it)
-    res, _ = session(
+    # an unfinished run of another instance (training beside this one) is not this instance's to send back
+    (tmp_path / "ckpt" / "listops-softmax-s0-x").mkdir(parents=True)
+    (tmp_path / "ckpt" / "listops-softmax-s0-x" / "last.ckpt").write_bytes(b"x")
+    res, out = session(
         tmp_path, timeout=300, STAGES="gen", LISTOPS="0", PF_IMAGES="12", PX_IMAGES="4", OMP_NUM_THREADS="1"
     )
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    assert "checkpoint kept" not in res.stdout and not (out / "ckpt").exists()
     assert f"data generated on {len(os.sched_getaffinity(0))} cores" in res.stdout
     assert "skipped (LISTOPS=0)" in res.stdout and not (tmp_path / "data" / "listops-1000").exists()
     for res_dir, num in (("pathfinder32", 12), ("pathfinder128", 4)):
