@@ -192,7 +192,9 @@ def test_compile_eval_is_left_to_the_spec_or_COMPILE_EVAL(tmp_path):
     """The default above gives way: a spec's own trainer.compile_eval, and COMPILE_EVAL=0 for the whole call."""
     bogus = "trainer.compile=true trainer.compile_mode=bogus"
     _, out = pruns(tmp_path / "a", "listops:softmax:0:trainer.compile_eval=false", RUN_EXTRA=f"{STEPS} {bogus}")
-    assert [o for o in rows(out / "runs.jsonl")[0]["overrides"] if o.startswith("trainer.compile_eval")] == ["trainer.compile_eval=false"]
+    assert [o for o in rows(out / "runs.jsonl")[0]["overrides"] if o.startswith("trainer.compile_eval")] == [
+        "trainer.compile_eval=false"
+    ]
     _, out = pruns(tmp_path / "b", "listops:softmax:0", RUN_EXTRA=f"{STEPS} {bogus}", COMPILE_EVAL="0")
     assert not [o for o in rows(out / "runs.jsonl")[0]["overrides"] if o.startswith("trainer.compile_eval")]
 

@@ -1,0 +1,136 @@
+"""What a trained model's predictions rest on: a checkpoint evaluated as trained, with its attention made uniform
+(every query gets the mean of the valid values, so no token looks at any particular other), and with the local
+path beside the attention switched off (polaformer's depthwise conv over v, nalaformer's LePE).
+
+Why: on Pathfinder polaformer and nalaformer memorise (training accuracy rises, validation stays at chance) where
+softmax, elu + 1 and performer learn. Deciding whether two dots are connected needs tokens that look at other,
+distant tokens; a model that keeps its training accuracy with uniform attention and loses it without the local
+path has learned a bag of local features instead, which fits the training images and nothing else (session 19).
+
+    python -m lra.ablate CHECKPOINT task=pathfinder experiment=lra_lite data_dir=DATA [--batches 8]
+
+The data must be the run's (the generators are deterministic: regenerate it with the same seed and count), so that
+the train split holds the images the model was trained on and the test split the ones it never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
+from unittest import mock
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+import attention_zoo.polaformer as polaformer
+from lra import LRAError, load_checkpoint
+from lra.module import LRAClassifier
+
+LOCAL_PATHS = ("dwc", "lepe")  # attributes of an attention module that add a local path to its output
+
+
+def _mean_of_values(phi_q, phi_k, v, mask, eps: float = 1e-6) -> torch.Tensor:
+    """Stands in for a linear attention kernel: every query gets the mean of v over the valid keys."""
+    keep = mask[:, None, :, None].to(v.dtype)
+    mean = (v * keep).sum(dim=2, keepdim=True) / keep.sum(dim=2, keepdim=True).clamp_min(1)
+    return mean.expand(*v.shape[:2], phi_q.shape[2], v.shape[-1])
+
+
+@contextlib.contextmanager
+def uniform_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Attention weights all equal over the valid keys; the rest of each block (local path, gate) as trained.
+    Written for polaformer, the one attention so far whose checkpoint asked for it (its two kernels)."""
+    if not any(isinstance(m, polaformer.PolaLinearAttention) for m in model.modules()):
+        names = sorted({type(m).__name__ for name, m in model.named_modules() if name.endswith(".attn")})
+        raise LRAError(f"uniform attention is written for polaformer only; this model's attention: {names}")
+    with (
+        mock.patch.object(polaformer, "normalised_linear_fast", _mean_of_values),
+        mock.patch.object(polaformer, "normalised_linear_reference", _mean_of_values),
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def without_local_path(model: torch.nn.Module) -> Iterator[None]:
+    """Every attention's local path (``dwc``, ``lepe``) off, as if built with it off; restored afterwards."""
+    saved = [(m, name, getattr(m, name)) for m in model.modules() for name in LOCAL_PATHS if getattr(m, name, None)]
+    if not saved:
+        raise LRAError(f"no local path ({', '.join(LOCAL_PATHS)}) in this model's attention to switch off")
+    for m, name, _ in saved:
+        setattr(m, name, None)
+    try:
+        yield
+    finally:
+        for m, name, module in saved:
+            setattr(m, name, module)
+
+
+@torch.no_grad()
+def evaluate(model: LRAClassifier, batches, limit: int | None = None) -> tuple[float, float, int]:
+    """Accuracy, mean cross-entropy and examples over the first ``limit`` batches (all when None)."""
+    correct, loss, seen = 0, 0.0, 0
+    for i, (ids, labels) in enumerate(batches):
+        if limit is not None and i >= limit:
+            break
+        logits = model.evaluate(ids).float()
+        correct += int((logits.argmax(-1) == labels).sum())
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        seen += len(labels)
+    if not seen:
+        raise LRAError("no examples to evaluate: the split is empty")
+    return correct / seen, loss / seen, seen
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(prog="python -m lra.ablate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", help="a run's best.ckpt or last.ckpt")
+    ap.add_argument(
+        "overrides", nargs="*", help="run.py overrides naming the task and data (task=, experiment=, data_dir=)"
+    )
+    ap.add_argument("--batches", type=int, default=8, help="evaluation batches per split (0 = all)")
+    args = ap.parse_args(argv)
+    from lra.data.datamodule import LRADataModule
+    from lra.throughput import config
+
+    ckpt = load_checkpoint(args.checkpoint)
+    try:
+        model = LRAClassifier(**ckpt["hyper_parameters"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise LRAError(f"{args.checkpoint}: not a checkpoint of run.py's model ({type(err).__name__}: {err})") from None
+    model.eval()
+    task = OmegaConf.to_container(config(args.overrides), resolve=True)
+    data = LRADataModule(
+        task["task"], task["data_dir"], task["task"]["batch_size"], seed=task["seed"], cache_dir=task["cache_dir"]
+    )
+    data.setup()
+    limit = args.batches or None
+    ablations = {
+        "as trained": contextlib.nullcontext,
+        "uniform attention": uniform_attention,
+        "no local path": without_local_path,
+    }
+    rows = []
+    print(f"{args.checkpoint} (step {ckpt.get('global_step')})")
+    print(f"{'':20s} {'split':6s} {'acc':>7s} {'loss':>7s} {'examples':>8s}")
+    for name, ablation in ablations.items():
+        for split, loader in (("train", data.train_dataloader), ("test", data.test_dataloader)):
+            try:
+                with ablation(model):
+                    acc, loss, seen = evaluate(model, loader(), limit)
+            except LRAError as err:
+                print(f"{name:20s} {split:6s} n/a: {err}")
+                break
+            rows.append(dict(ablation=name, split=split, acc=acc, loss=loss, examples=seen))
+            print(f"{name:20s} {split:6s} {100 * acc:6.2f}% {loss:7.3f} {seen:8d}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except LRAError as err:
+        sys.exit(f"error: {err}")
