@@ -55,8 +55,9 @@ BLOCK_ROWS = 64
 ROWS_PER_PROGRAM = 1024  # map kernels (output, grad_kv): rows per program, so the (2d x d) state is loaded rarely
 NUM_WARPS = 4
 # Software pipelining depth of every kernel (None = Triton's default, 3 on Hopper). v6: 2. H200, d=64, 16K, fwd+bwd
-# under v5's blocks (session 18's --tune, one run): 1 -> 18.00 ms, 2 -> 16.17, 3 -> 17.37, default 17.22-17.29.
-# Untimed at LRA's head dim 32 and at 128.
+# under v5's blocks (session 18's --tune, one run): 1 -> 18.00 ms, 2 -> 16.17, 3 -> 17.37, default 17.22-17.29;
+# session 19: 18.34 / 16.24 / 17.35 / 17.31. Head dim 128 (32-row blocks): 2 -> 30.33 ms, 1 -> 40.61. Untimed at
+# LRA's head dim 32.
 NUM_STAGES: int | None = 2
 SPLITS: int | None = None  # row splits of the reduction kernels; None = enough programs to fill the GPU
 # Settings for one kernel only, over the ones above: {"_grad_q": {"num_warps": 8}}. BLOCK may only shrink (a power
@@ -64,8 +65,9 @@ SPLITS: int | None = None  # row splits of the reduction kernels; None = enough 
 # takes a third of the step (session 16: 6.8 of 20.6 ms); at 32-row blocks it uses all 255 registers and spills
 # (session 17), at 16 it took 5.53 ms (8 warps: 9.61, 2 warps: 6.83). `_output` is fastest at 32 (2.12 ms).
 # v5 = these with BLOCK_ROWS 64, each setting timed alone (docs/nala-kernel-notes.md); the probe's --tune times
-# v4's settings beside the shipped ones (scripts/nala_kernel_probe.py).
-KERNEL_META: dict[str, dict[str, int]] = {"_grad_q": {"BLOCK": 16}, "_output": {"BLOCK": 32}}
+# v4's settings beside the shipped ones (scripts/nala_kernel_probe.py). v7: `_grad_q` alone at 3 stages, the
+# others at 2 (session 19, one run, 16K: the step 16.24 -> 15.80 ms, `_grad_q` 5.99 -> 5.52 ms; 1 stage: 5.74).
+KERNEL_META: dict[str, dict[str, int]] = {"_grad_q": {"BLOCK": 16, "num_stages": 3}, "_output": {"BLOCK": 32}}
 
 
 def available() -> bool:

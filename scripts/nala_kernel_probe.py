@@ -280,10 +280,12 @@ def main() -> int:
         if args.tune and n == 16384:
             shipped = (nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES, nt.KERNEL_META)
             # earlier versions' settings beside the shipped ones, same inputs, one after the other
-            v4, v5 = (32, 4, None, {}), (64, 4, None, {"_grad_q": {"BLOCK": 16}, "_output": {"BLOCK": 32}})
+            v5_blocks = {"_grad_q": {"BLOCK": 16}, "_output": {"BLOCK": 32}}
+            v4, v5, v6 = (32, 4, None, {}), (64, 4, None, v5_blocks), (64, 4, 2, v5_blocks)
             for label, settings in (
                 ("v4 (BLOCK_ROWS=32, one block)", v4),
                 ("v5 (per-kernel blocks)", v5),
+                ("v6 (two stages)", v6),
                 ("shipped", shipped),
             ):
                 nt.BLOCK_ROWS, nt.NUM_WARPS, nt.NUM_STAGES, nt.KERNEL_META = settings
@@ -313,7 +315,8 @@ def main() -> int:
                 {"BLOCK": 8},
                 {"BLOCK": 16, "num_warps": 2},
                 {"BLOCK": 16, "num_stages": 1},
-                {"BLOCK": 16, "num_stages": 3},
+                {"BLOCK": 16, "num_stages": 2},  # v6
+                {"BLOCK": 16, "num_stages": 4},
             ):
                 nt.KERNEL_META = shipped[3] | {"_grad_q": own}  # _grad_q alone on other settings, the rest as shipped
                 try:
