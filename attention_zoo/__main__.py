@@ -1,6 +1,9 @@
-"""``python -m attention_zoo``: the registered attentions, their complexity, paper and config file."""
+"""``python -m attention_zoo [NAME ...]``: the registered attentions (or the named ones), their complexity, paper and
+config file."""
 
 from __future__ import annotations
+
+import argparse
 
 from rich.console import Console
 from rich.table import Table
@@ -8,11 +11,16 @@ from rich.table import Table
 from attention_zoo import REGISTRY, config_path
 
 
-def main() -> None:
-    table = Table(title=f"{len(REGISTRY)} attentions (run.py attention=<name>)")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m attention_zoo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="registered names to show (default: all)")
+    names = parser.parse_args(argv).names or sorted(REGISTRY)
+    if unknown := [n for n in names if n not in REGISTRY]:
+        parser.error(f"not registered: {', '.join(unknown)}; registered: {', '.join(sorted(REGISTRY))}")
+    table = Table(title=f"{len(names)} of {len(REGISTRY)} attentions (run.py attention=<name>)")
     for col in ("name", "complexity", "source", "class", "config"):
         table.add_column(col)
-    for name in sorted(REGISTRY):
+    for name in names:
         spec = REGISTRY[name]
         conf = config_path(name)
         table.add_row(

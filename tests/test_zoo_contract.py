@@ -133,3 +133,14 @@ def test_every_variant_has_a_config_and_a_paper():
         assert variant_config(name)["name"] == name
         assert REGISTRY[name].source and REGISTRY[name].complexity in {"O(N)", "O(N^2)", "O(N log N)"}
         assert REGISTRY[name].cls.__module__.startswith("attention_zoo.") or REGISTRY[name].cls.__doc__
+
+
+def test_the_zoo_listing_shows_the_named_attentions_or_refuses_an_unknown_one(capsys):
+    from attention_zoo.__main__ import main
+
+    main(["softmax", "nalaformer"])
+    out = capsys.readouterr().out
+    assert "2 of" in out and "nalaformer" in out and "polaformer" not in out
+    with pytest.raises(SystemExit):
+        main(["nope"])
+    assert "not registered: nope; registered: " in capsys.readouterr().err
