@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+import attention_zoo.nalaformer as nalaformer
 import attention_zoo.polaformer as polaformer
 from lra import LRAError, load_checkpoint
 from lra.module import LRAClassifier
@@ -32,24 +33,33 @@ from lra.module import LRAClassifier
 LOCAL_PATHS = ("dwc", "lepe")  # attributes of an attention module that add a local path to its output
 
 
-def _mean_of_values(phi_q, phi_k, v, mask, eps: float = 1e-6) -> torch.Tensor:
-    """Stands in for a linear attention kernel: every query gets the mean of v over the valid keys."""
+# Where each attention's weights meet v: the functions uniform_attention replaces, by module.
+KERNELS = {
+    polaformer: ("normalised_linear_fast", "normalised_linear_reference"),
+    nalaformer: ("nala_triton", "nala_fused", "nala_linear", "nala_reference"),
+}
+
+
+def _mean_of_values(queries, keys, v, mask, *args, **kwargs) -> torch.Tensor:
+    """Stands in for any of KERNELS (queries, keys or their feature maps, v, mask, options): every query gets the
+    mean of v over the valid keys."""
     keep = mask[:, None, :, None].to(v.dtype)
     mean = (v * keep).sum(dim=2, keepdim=True) / keep.sum(dim=2, keepdim=True).clamp_min(1)
-    return mean.expand(*v.shape[:2], phi_q.shape[2], v.shape[-1])
+    return mean.expand(*v.shape[:2], queries.shape[2], v.shape[-1])
 
 
 @contextlib.contextmanager
 def uniform_attention(model: torch.nn.Module) -> Iterator[None]:
     """Attention weights all equal over the valid keys; the rest of each block (local path, gate) as trained.
-    Written for polaformer, the one attention so far whose checkpoint asked for it (its two kernels)."""
-    if not any(isinstance(m, polaformer.PolaLinearAttention) for m in model.modules()):
+    Written for the attentions whose checkpoints asked for it (KERNELS)."""
+    classes = (polaformer.PolaLinearAttention, nalaformer.NaLaAttention)
+    if not any(isinstance(m, classes) for m in model.modules()):
         names = sorted({type(m).__name__ for name, m in model.named_modules() if name.endswith(".attn")})
-        raise LRAError(f"uniform attention is written for polaformer only; this model's attention: {names}")
-    with (
-        mock.patch.object(polaformer, "normalised_linear_fast", _mean_of_values),
-        mock.patch.object(polaformer, "normalised_linear_reference", _mean_of_values),
-    ):
+        raise LRAError(f"uniform attention is written for polaformer and nalaformer; this model's attention: {names}")
+    with contextlib.ExitStack() as stack:
+        for module, names in KERNELS.items():
+            for name in names:
+                stack.enter_context(mock.patch.object(module, name, _mean_of_values))
         yield
 
 

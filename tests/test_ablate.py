@@ -34,16 +34,18 @@ def tokens(n: int = 3, length: int = 128) -> torch.Tensor:
     return ids
 
 
+@pytest.mark.parametrize(
+    "attention, impl, projection", [("polaformer", "fast", "qkv"), ("nalaformer", "linear", "qkvg")]
+)
 @torch.no_grad()
-def test_uniform_attention_ignores_queries_and_keys(tmp_path):
-    model, _ = classifier(tmp_path, "polaformer")
+def test_uniform_attention_ignores_queries_and_keys(tmp_path, attention, impl, projection):
+    model, _ = classifier(tmp_path, attention, f"attention.impl={impl}")
     ids = tokens()
     before = model.evaluate(ids)
     attn = model.model.encoder.blocks[0].attn
     with uniform_attention(model):
         uniform = model.evaluate(ids)
-        dim = attn.dim
-        attn.qkv.weight[: 2 * dim].normal_()  # new queries and keys: nothing changes
+        getattr(attn, projection).weight[: 2 * attn.dim].normal_()  # new queries and keys: nothing changes
         assert torch.allclose(model.evaluate(ids), uniform, atol=1e-5)
     assert not torch.allclose(uniform, before, atol=1e-3)  # the ablation did change the model
     assert not torch.allclose(model.evaluate(ids), uniform, atol=1e-3)  # and is undone on leaving
@@ -69,15 +71,16 @@ def test_the_command_evaluates_a_checkpoint_on_each_split(tmp_path, capsys):
 
     pf.write_dataset(tmp_path, pf.PathfinderConfig.lra(32), 40, 40, seed=3, workers=1)
     everything = ["as trained", "uniform attention", "no local path"]
-    # uniform attention is written for polaformer only: nalaformer's table goes on without it
-    for attention, done in (("polaformer", everything), ("nalaformer", ["as trained", "no local path"])):
+    # uniform attention is written for polaformer and nalaformer, a local path they have and softmax has not
+    for attention, done in (("nalaformer", everything), ("softmax", ["as trained"])):
         model, overrides = classifier(tmp_path, attention, "attention.impl=reference")
         ckpt = tmp_path / f"{attention}.ckpt"
         torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
         rows = main([str(ckpt), *overrides, "--batches", "0"])
         assert [r["ablation"] for r in rows[::2]] == done and [r["split"] for r in rows[:2]] == ["train", "test"]
         assert all(r["examples"] > 0 and 0 <= r["acc"] <= 1 for r in rows)
-    assert "written for polaformer only; this model's attention: ['NaLaAttention']" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "written for polaformer and nalaformer; this model's attention: ['SoftmaxAttention']" in out
     torch.save({"state_dict": {}}, tmp_path / "bad.ckpt")
     with pytest.raises(LRAError, match="bad.ckpt: not a checkpoint of run.py's model"):
         main([str(tmp_path / "bad.ckpt"), *overrides])
