@@ -258,6 +258,17 @@ for last in "$CKPT"/*/*/last.ckpt; do
   mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
   cp "$run_dir"/curve.csv "$OUT/ckpt/$rel/" 2>/dev/null  # the learning curve so far travels with it
 done
+# Best checkpoints of the runs that finished in this call travel back too (~2 MB each at lite size), so that
+# `python -m lra.ablate` can read what a finished run learned (session 19 could read only a cut run's); they land in
+# checkpoints/device/best/ (scripts/unpack_device.sh). BEST_BACK=0 leaves them on the machine.
+if [ "$trained" = 1 ] && [ "${BEST_BACK:-1}" = 1 ]; then
+  while read -r done_file; do
+    run_dir=$(dirname "$done_file"); rel=${run_dir#"$CKPT"/}
+    [ -e "$run_dir/best.ckpt" ] || continue
+    mkdir -p "$OUT/best/$rel" && cp "$run_dir/best.ckpt" "$done_file" "$OUT/best/$rel/" \
+      && echo "== finished, best checkpoint sent back: $rel"
+  done < <(find "$CKPT" -mindepth 3 -maxdepth 3 -name finished.json -newermt "@$start" 2>/dev/null)
+fi
 # The compile cache goes back whole (it began as the carried one), unless it outgrew what a call may carry.
 if [ -d "$CACHE" ] && [ "${SEND_CACHE:-1}" = 1 ]; then
   mb=$(du -sm "$CACHE" | cut -f1)

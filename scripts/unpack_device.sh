@@ -15,6 +15,10 @@ fi
 if [ -n "$ckpt_dest" ] && [ -d "$dest/ckpt" ]; then
   mkdir -p "$ckpt_dest" && cp -r "$dest/ckpt/." "$ckpt_dest/" && rm -rf "$dest/ckpt"
 fi
+# Finished runs' best checkpoints (for python -m lra.ablate) go beside the unfinished ones, under best/.
+if [ -n "$ckpt_dest" ] && [ -d "$dest/best" ]; then
+  mkdir -p "$ckpt_dest/best" && cp -r "$dest/best/." "$ckpt_dest/best/" && rm -rf "$dest/best"
+fi
 # The compile cache that came back replaces the carried one (it grew from it: scripts/gpu_session.sh).
 if [ -n "$ckpt_dest" ] && [ -d "$dest/compile_cache" ]; then
   mkdir -p "$ckpt_dest" && rm -rf "$ckpt_dest/compile_cache" && mv "$dest/compile_cache" "$ckpt_dest/compile_cache"

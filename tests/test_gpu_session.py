@@ -87,9 +87,13 @@ def test_a_spec_that_finished_in_an_earlier_call_is_not_trained_again(tmp_path):
     SKIP_FINISHED=false it trains afresh."""
     _, out = pruns(tmp_path, "listops:softmax:0", PER_GPU="1")
     assert len(rows(out / "runs.jsonl")) == 1
+    # its best checkpoint comes back (for lra.ablate), with the row it finished with
+    (sent,) = (out / "best" / "ckpt").iterdir()
+    assert sorted(p.name for p in sent.iterdir()) == ["best.ckpt", "finished.json"]
     shutil.rmtree(out)
     res, out = pruns(tmp_path, "listops:softmax:0", PER_GPU="1")
     assert rows(out / "runs.jsonl") == [] and "finished already" in (out / "logs/listops-softmax-0.log").read_text()
+    assert not (out / "best").exists()  # finished in an earlier call: sent back then
     shutil.rmtree(out)
     _, out = pruns(tmp_path, "listops:softmax:0", PER_GPU="1", SKIP_FINISHED="false")
     assert len(rows(out / "runs.jsonl")) == 1
@@ -328,6 +332,8 @@ def test_the_compile_cache_goes_back_and_the_next_call_reuses_it(tmp_path):
         capture_output=True,
     )
     assert not (first / "out" / "compile_cache").exists()  # moved to where the next call carries it from
+    # and the finished run's best checkpoint to checkpoints/device/best/, where lra.ablate reads it
+    assert not (first / "out" / "best").exists() and len(list((dest / "best").rglob("best.ckpt"))) == 1
     graphs = sorted(
         p.relative_to(dest) for p in (dest / "compile_cache" / "inductor" / "fxgraph").rglob("*") if p.is_file()
     )
