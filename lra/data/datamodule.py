@@ -69,7 +69,7 @@ class SplitDataset(Dataset):
         if self._resident is None:  # token ids fit int16 for every LRA vocabulary (at most 65,536 kept as int32)
             ids = np.asarray(self.ids)
             ids = ids.astype(np.int16 if ids.size == 0 or ids.max() < 2**15 else np.int32)
-            labels = np.asarray(self.labels, dtype=np.int64)
+            labels = np.array(self.labels, dtype=np.int64)  # a copy: a read-only memmap made torch warn
             self._resident = torch.from_numpy(ids).to(self.device), torch.from_numpy(labels).to(self.device)
         ids, labels = self._resident
         rows = torch.from_numpy(index).to(self.device, non_blocking=True)  # pageable, async: no sync
