@@ -14,7 +14,10 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOG="$OUT/session.log"
 exec > >(tee -a "$LOG") 2>&1
 if ! python3 -c "import hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then  # the GPU image lacks hydra
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  # Instances started together (a probe beside the runs) install once, under a lock, not over each other's files.
+  lock=; command -v flock >/dev/null && lock="flock /tmp/site.lock"
+  $lock bash -c 'PYTHONPATH=/tmp/site python3 -c "import hydra" 2>/dev/null || python3 -m pip install -q --no-index \
+    --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl' \
     && export PYTHONPATH=/tmp/site:$PWD || exit 1
 fi
 export PYTHONPATH=${PYTHONPATH:-}:$PWD
