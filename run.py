@@ -43,9 +43,6 @@ FINISHED = "finished.json"  # in a run's checkpoint folder: its result row, writ
 
 def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]:
     """One run; returns the row it appended."""
-    # Lightning warns that a run resumed mid-epoch has a dataloader that cannot resume: ours does, through the
-    # datamodule's state (epoch, batches done; the sampler skips those), tested to end where an uninterrupted run ends.
-    warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
     config = OmegaConf.to_container(cfg, resolve=True)
     task = config["task"]
     row = base_row(config, overrides or [])
@@ -146,7 +143,12 @@ def train(cfg: DictConfig, overrides: list[str] | None = None) -> dict[str, Any]
     if ckpt_path:
         log.info("resuming from %s (step %d)", ckpt_path, resumed_from)
     fit_start = time.perf_counter()
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        # Lightning warns that a run resumed mid-epoch has a dataloader that cannot resume: ours does, through the
+        # datamodule's state (epoch, batches done; the sampler skips those), tested to end where an uninterrupted
+        # run ends.
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path)
     train_loss = float(trainer.callback_metrics.get("train/loss", float("nan")))
     test = trainer.test(model, datamodule=data, ckpt_path=best.best_model_path or None, verbose=False)
     wall = time.perf_counter() - fit_start

@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from unittest import mock
 
 import torch
@@ -66,16 +67,33 @@ def uniform_attention(model: torch.nn.Module) -> Iterator[None]:
 @contextlib.contextmanager
 def without_local_path(model: torch.nn.Module) -> Iterator[None]:
     """Every attention's local path (``dwc``, ``lepe``) off, as if built with it off; restored afterwards."""
-    saved = [(m, name, getattr(m, name)) for m in model.modules() for name in LOCAL_PATHS if getattr(m, name, None)]
+    saved = [
+        (m, name, getattr(m, name))
+        for m in model.modules()
+        for name in LOCAL_PATHS
+        if isinstance(getattr(m, name, None), torch.nn.Module)
+    ]
     if not saved:
         raise LRAError(f"no local path ({', '.join(LOCAL_PATHS)}) in this model's attention to switch off")
-    for m, name, _ in saved:
-        setattr(m, name, None)
     try:
+        for m, name, _ in saved:
+            setattr(m, name, None)
         yield
     finally:
         for m, name, module in saved:
             setattr(m, name, module)
+
+
+def load_classifier(path: str | Path) -> tuple[LRAClassifier, int | None]:
+    """A run's model from its checkpoint, on the CPU, in eval mode, and the step it was saved at; a file that is
+    not one says so in one line."""
+    ckpt = load_checkpoint(path)
+    try:
+        model = LRAClassifier(**ckpt["hyper_parameters"])
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise LRAError(f"{path}: not a checkpoint of run.py's model ({type(err).__name__}: {err})") from None
+    return model.eval(), ckpt.get("global_step")
 
 
 @torch.no_grad()
@@ -105,13 +123,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from lra.data.datamodule import LRADataModule
     from lra.throughput import config
 
-    ckpt = load_checkpoint(args.checkpoint)
-    try:
-        model = LRAClassifier(**ckpt["hyper_parameters"])
-        model.load_state_dict(ckpt["state_dict"])
-    except (KeyError, TypeError, RuntimeError) as err:
-        raise LRAError(f"{args.checkpoint}: not a checkpoint of run.py's model ({type(err).__name__}: {err})") from None
-    model.eval()
+    model, step = load_classifier(args.checkpoint)
     task = OmegaConf.to_container(config(args.overrides), resolve=True)
     data = LRADataModule(
         task["task"], task["data_dir"], task["task"]["batch_size"], seed=task["seed"], cache_dir=task["cache_dir"]
@@ -124,18 +136,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "no local path": without_local_path,
     }
     rows = []
-    print(f"{args.checkpoint} (step {ckpt.get('global_step')})")
+    print(f"{args.checkpoint} (step {step})")
     print(f"{'':20s} {'split':6s} {'acc':>7s} {'loss':>7s} {'examples':>8s}")
     for name, ablation in ablations.items():
-        for split, loader in (("train", data.train_dataloader), ("test", data.test_dataloader)):
-            try:
-                with ablation(model):
-                    acc, loss, seen = evaluate(model, loader(), limit)
+        with contextlib.ExitStack() as stack:
+            try:  # an ablation this model has nothing for is a line of the table, not the end of it
+                stack.enter_context(ablation(model))
             except LRAError as err:
-                print(f"{name:20s} {split:6s} n/a: {err}")
-                break
-            rows.append(dict(ablation=name, split=split, acc=acc, loss=loss, examples=seen))
-            print(f"{name:20s} {split:6s} {100 * acc:6.2f}% {loss:7.3f} {seen:8d}", flush=True)
+                print(f"{name:20s} n/a: {err}")
+                continue
+            for split, loader in (("train", data.train_dataloader), ("test", data.test_dataloader)):
+                acc, loss, seen = evaluate(model, loader(), limit)
+                rows.append(dict(ablation=name, split=split, acc=acc, loss=loss, examples=seen))
+                print(f"{name:20s} {split:6s} {100 * acc:6.2f}% {loss:7.3f} {seen:8d}", flush=True)
     return rows
 
 

@@ -603,13 +603,17 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
         )
     if min(args.tokens, args.heads, args.head_dim, args.repeats) < 1:
         parser.error("--tokens, --heads, --head-dim and --repeats must be positive")
-    # An --impl an attention refuses is one line now, not an error row per length and mode after the baselines ran.
+    # An attention these options cannot build (an --impl it refuses, a head dim it cannot split) is one line now,
+    # not an error row per length and mode after the baselines ran.
     for name in (a for a in names if a in registered):
         try:
             cfg = variant_config(name, args.impl)
             build_attention(cfg, dim=args.heads * args.head_dim, num_heads=args.heads, max_len=min(lengths))
         except ValueError as err:
-            parser.error(f"--impl {args.impl}: {name} refuses it ({err}); pick --attention accordingly")
+            parser.error(
+                f"{name} cannot be built with --impl {args.impl} --heads {args.heads} --head-dim {args.head_dim}: "
+                f"{err}; leave it out of --attention or change those"
+            )
 
     label = device_label(device)
     common = dict(

@@ -15,8 +15,8 @@ LOG="$OUT/session.log"
 exec > >(tee -a "$LOG") 2>&1
 if ! python3 -c "import hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then  # the GPU image lacks hydra
   # Instances started together (a probe beside the runs) install once, under a lock, not over each other's files.
-  lock=; command -v flock >/dev/null && lock="flock /tmp/site.lock"
-  $lock bash -c 'PYTHONPATH=/tmp/site python3 -c "import hydra" 2>/dev/null || python3 -m pip install -q --no-index \
+  lock=(); command -v flock >/dev/null && lock=(flock -w 300 /tmp/site.lock)
+  "${lock[@]}" bash -c 'PYTHONPATH=/tmp/site python3 -c "import hydra" 2>/dev/null || python3 -m pip install -q --no-index \
     --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl' \
     && export PYTHONPATH=/tmp/site:$PWD || exit 1
 fi
@@ -41,11 +41,14 @@ export TORCHINDUCTOR_CACHE_DIR=$CACHE/inductor TRITON_CACHE_DIR=$CACHE/triton
 # a call that set it for its training runs generated its data on 3 of 16 cores (session 13: 154 s instead of ~40).
 CORES=$(python3 -c "import os; print(len(os.sched_getaffinity(0)))")
 start=$(date +%s)
+stamp=$(mktemp /tmp/gpu_session_start.XXXXXX)  # runs that finish after this send their best checkpoint back
+trained_all=0  # the runs and scaling stages: every run folder under $CKPT is this instance's (see own_runs below)
 elapsed() { echo $(( $(date +%s) - start )); }
-# Seconds a run started now may take: up to DEADLINE seconds into the call (default 570, inside the tool's 600 s
-# limit), and at most RUN_TIMEOUT if set. (A fixed 300 s default once cut four runs that needed 330.)
+# Seconds a run started now may take: up to DEADLINE seconds into the call (default 550: a run killed then may take
+# 15 s more to die, and packing needs some, inside the tool's 600 s limit), and at most RUN_TIMEOUT if set. (A fixed
+# 300 s default once cut four runs that needed 330.)
 time_left() {
-  local left=$(( ${DEADLINE:-570} - $(elapsed) ))
+  local left=$(( ${DEADLINE:-550} - $(elapsed) ))
   [ -n "${RUN_TIMEOUT:-}" ] && [ "$left" -gt "$RUN_TIMEOUT" ] && left=$RUN_TIMEOUT
   echo "$left"
 }
@@ -210,7 +213,9 @@ for stage in $STAGES; do
         # A run that fails under trainer.compile (a CUDA-graph error ended one in session 9; linear and performer
         # segfaulted in an inductor kernel under CUDA graphs in session 11) goes on eager from its last
         # checkpoint, rather than leaving the GPU idle for the rest of the call; compile in RUN_EXTRA or in the spec.
-        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [[ "$args" == *" trainer.compile=true "* ]] && [ "${RETRY_EAGER:-1}" = 1 ]; then
+        # (124: cut at the deadline; 137: killed 15 s after that, timeout -k)
+        if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $rc -ne 137 ] && [[ "$args" == *" trainer.compile=true "* ]] \
+          && [ "${RETRY_EAGER:-1}" = 1 ]; then
           left=$(time_left); echo "== [$(elapsed)s] $spec rc=$rc under compile: again eager" | tee -a "$OUT/logs/$name.log"
           # shellcheck disable=SC2086
           [ "$left" -ge 30 ] && { prun "$left" $(echo "$args" | sed -E 's/ trainer\.compile(_mode|_eval)?=[^ ]*//g'); rc=$?; }
@@ -225,6 +230,7 @@ for stage in $STAGES; do
     [ ${#pids[@]} -gt 0 ] && wait "${pids[@]}"
     ;;
   scaling)
+    trained_all=1
     # Issue 9: the same ListOps lra_lite run on 1 GPU and on 2 GPUs with DDP at the same global batch (32 = 2 x 16),
     # one after the other so neither shares the machine. Rows go to $OUT/scaling/runs.jsonl.
     for spec in ${SCALING:-1:32 2:16}; do
@@ -239,6 +245,7 @@ for stage in $STAGES; do
     done
     ;;
   runs)
+    trained_all=1
     for spec in ${RUNS:-}; do
       IFS=: read -r task att seed <<<"$spec"
       echo "== [$(elapsed)s] run $task $att seed $seed"
@@ -250,28 +257,40 @@ for stage in $STAGES; do
     ;;
   esac
 done
+# The run folders this instance's own runs wrote (each run logs "checkpoints in DIR"): only these travel back, not
+# those of another instance sharing $CKPT, which may be mid-write (session 19: a data-only instance beside the
+# training one sent back copies that came back stale). The runs and scaling stages keep no logs: every folder.
+own_runs() {
+  if [ "$trained_all" = 1 ]; then
+    for d in "$CKPT"/*/*/; do [ -d "$d" ] && echo "${d%/}"; done
+  else
+    grep -hoE "checkpoints in [^)]+" "$OUT"/logs/*.log 2>/dev/null | sed 's/^checkpoints in //' | sort -u
+  fi
+}
 # Unfinished runs (a finished run deletes its last.ckpt) travel back, best.ckpt with them (the final test uses it),
-# and their learning curve so far; only from an instance that trained (session 19: a data-only instance beside the
-# training one sent back copies of checkpoints the training one then finished, which came back stale).
-trained=0; [[ " $STAGES " =~ \ (pruns|runs|scaling)\  ]] && trained=1
-for last in "$CKPT"/*/*/last.ckpt; do
-  [ "$trained" = 1 ] || break
-  [ -e "$last" ] || continue
-  run_dir=$(dirname "$last"); rel=${run_dir#"$CKPT"/}
+# and their learning curve so far.
+while read -r run_dir; do
+  [ -e "$run_dir/last.ckpt" ] || continue
+  rel=${run_dir#"$CKPT"/}
   mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
   cp "$run_dir"/curve.csv "$OUT/ckpt/$rel/" 2>/dev/null  # the learning curve so far travels with it
-done
+done < <(own_runs)
 # Best checkpoints of the runs that finished in this call travel back too (~2 MB each at lite size), so that
-# `python -m lra.ablate` can read what a finished run learned (session 19 could read only a cut run's); they land in
-# checkpoints/device/best/ (scripts/unpack_device.sh). BEST_BACK=0 leaves them on the machine.
-if [ "$trained" = 1 ] && [ "${BEST_BACK:-1}" = 1 ]; then
-  while read -r done_file; do
-    run_dir=$(dirname "$done_file"); rel=${run_dir#"$CKPT"/}
-    [ -e "$run_dir/best.ckpt" ] || continue
-    mkdir -p "$OUT/best/$rel" && cp "$run_dir/best.ckpt" "$done_file" "$OUT/best/$rel/" \
-      && echo "== finished, best checkpoint sent back: $rel"
-  done < <(find "$CKPT" -mindepth 3 -maxdepth 3 -name finished.json -newermt "@$start" 2>/dev/null)
-fi
+# `python -m lra.ablate` can read what a finished run learned (session 19 could read only a cut run's), up to
+# BEST_MAX_MB in all; scripts/unpack_device.sh puts them in checkpoints/best/, outside what calls carry.
+# BEST_BACK=0 leaves them on the machine.
+sent_kb=0
+while read -r run_dir; do
+  [ "${BEST_BACK:-1}" = 1 ] && [ -e "$run_dir/best.ckpt" ] && [ "$run_dir/finished.json" -nt "$stamp" ] || continue
+  rel=${run_dir#"$CKPT"/}; kb=$(du -k "$run_dir/best.ckpt" | cut -f1)
+  if [ $((sent_kb + kb)) -gt $((${BEST_MAX_MB:-24} * 1024)) ]; then
+    echo "== finished, best checkpoint left here: $rel (over BEST_MAX_MB=${BEST_MAX_MB:-24})"; continue
+  fi
+  sent_kb=$((sent_kb + kb))
+  mkdir -p "$OUT/best/$rel" && cp "$run_dir/best.ckpt" "$run_dir/finished.json" "$OUT/best/$rel/" \
+    && echo "== finished, best checkpoint sent back: $rel"
+done < <(own_runs)
+rm -f "$stamp"
 # The compile cache goes back whole (it began as the carried one), unless it outgrew what a call may carry.
 if [ -d "$CACHE" ] && [ "${SEND_CACHE:-1}" = 1 ]; then
   mb=$(du -sm "$CACHE" | cut -f1)

@@ -104,9 +104,11 @@ def d128(n: int) -> None:
     try:
         for block, stages in ((32, shipped[1]), (32, 1), (16, shipped[1]), (16, 1)):
             nt.BLOCK_ROWS, nt.NUM_STAGES = block, stages
-            # per-kernel blocks as shipped, none above this sweep's (session 18: 16 failed on _output's 32)
+            # per-kernel blocks as shipped, none above this sweep's (session 18: 16 failed on _output's 32), and
+            # the sweep's stages for every kernel
             nt.KERNEL_META = {
-                name: own | {"BLOCK": min(own.get("BLOCK", block), block)} for name, own in shipped[2].items()
+                name: own | {"BLOCK": min(own.get("BLOCK", block), block)}
+                for name, own in without_own_stages(shipped[2]).items()
             }
             try:
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)
@@ -115,6 +117,11 @@ def d128(n: int) -> None:
                 print(f"d=128 N={n} BLOCK_ROWS={block} num_stages={stages} failed: {err!s:.100}", flush=True)
     finally:
         nt.supports, nt.BLOCK_ROWS, nt.NUM_STAGES, nt.KERNEL_META = supports, *shipped
+
+
+def without_own_stages(meta: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Per-kernel settings without their own pipelining depth, so that a sweep of NUM_STAGES reaches every kernel."""
+    return {name: {key: value for key, value in own.items() if key != "num_stages"} for name, own in meta.items()}
 
 
 def kernel_times(q, k, v, mask, steps: int = 5) -> dict[str, float]:
@@ -304,7 +311,8 @@ def main() -> int:
                         print(f"tune N={n} BLOCK_ROWS={block} num_warps={warps} failed: {err!s:.120}")
             # pipelining depth under the shipped settings (session 17's lines said BLOCK_ROWS=32 but ran at the
             # sweep's last setting, 128 rows and 8 warps)
-            nt.BLOCK_ROWS, nt.NUM_WARPS, _, nt.KERNEL_META = shipped
+            nt.BLOCK_ROWS, nt.NUM_WARPS, _, _ = shipped
+            nt.KERNEL_META = without_own_stages(shipped[3])  # v7's _grad_q would keep its own 3 otherwise
             for stages in (None, 1, 2, 3):
                 nt.NUM_STAGES = stages
                 ms, _ = timed(nt.nala_triton, q, k, v, mask)

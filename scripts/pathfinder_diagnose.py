@@ -43,14 +43,6 @@ def position_structure(pos: torch.Tensor, seed: int = 0) -> dict[str, float]:
 
 
 @torch.no_grad()
-def split_accuracy(model, ids: np.ndarray, labels: np.ndarray, batch: int = 256) -> float:
-    correct = 0
-    for i in range(0, len(labels), batch):
-        logits = model.evaluate(torch.from_numpy(ids[i : i + batch]).long())
-        correct += int((logits.argmax(-1) == torch.from_numpy(labels[i : i + batch])).sum())
-    return correct / len(labels)
-
-
 def plot_curves(folder: Path, out: Path) -> None:
     """Validation (solid) and training-batch (dotted) accuracy of every curve CSV in ``folder``, one figure."""
     import matplotlib
@@ -86,9 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.checkpoint is None:
         p.error("give a checkpoint, or --curves FOLDER")
-    from lra.module import LRAClassifier
+    from lra.ablate import evaluate, load_classifier
 
-    model = LRAClassifier.load_from_checkpoint(args.checkpoint, map_location="cpu").eval()
+    model, _ = load_classifier(args.checkpoint)
     s = position_structure(model.model.encoder.pos.detach().float())
     print(
         f"position embeddings: cosine of neighbours horizontal {s['horizontal']:.3f}, vertical {s['vertical']:.3f}, "
@@ -104,7 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("train", "val"):
         ids, labels = splits[name]
         pick = rng.choice(len(labels), min(args.examples, len(labels)), replace=False)
-        print(f"{name}: accuracy {split_accuracy(model, ids[pick], labels[pick]):.4f} on {len(pick)} examples")
+        batches = (
+            (torch.from_numpy(ids[pick[i : i + 256]]).long(), torch.from_numpy(labels[pick[i : i + 256]]))
+            for i in range(0, len(pick), 256)
+        )
+        print(f"{name}: accuracy {evaluate(model, batches)[0]:.4f} on {len(pick)} examples")
     return 0
 
 

@@ -15,9 +15,11 @@ fi
 if [ -n "$ckpt_dest" ] && [ -d "$dest/ckpt" ]; then
   mkdir -p "$ckpt_dest" && cp -r "$dest/ckpt/." "$ckpt_dest/" && rm -rf "$dest/ckpt"
 fi
-# Finished runs' best checkpoints (for python -m lra.ablate) go beside the unfinished ones, under best/.
+# Finished runs' best checkpoints (for python -m lra.ablate) go to checkpoints/best/ beside CKPT_DEST, not into it:
+# what is there travels with every later call, and these would fill its 64 MiB.
 if [ -n "$ckpt_dest" ] && [ -d "$dest/best" ]; then
-  mkdir -p "$ckpt_dest/best" && cp -r "$dest/best/." "$ckpt_dest/best/" && rm -rf "$dest/best"
+  best_dest=$(dirname "$ckpt_dest")/best
+  mkdir -p "$best_dest" && cp -r "$dest/best/." "$best_dest/" && rm -rf "$dest/best"
 fi
 # The compile cache that came back replaces the carried one (it grew from it: scripts/gpu_session.sh).
 if [ -n "$ckpt_dest" ] && [ -d "$dest/compile_cache" ]; then

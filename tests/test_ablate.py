@@ -35,7 +35,9 @@ def tokens(n: int = 3, length: int = 128) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    "attention, impl, projection", [("polaformer", "fast", "qkv"), ("nalaformer", "linear", "qkvg")]
+    "attention, impl, projection",
+    [("polaformer", "fast", "qkv"), ("polaformer", "reference", "qkv")]
+    + [("nalaformer", impl, "qkvg") for impl in ("auto", "fused", "linear", "reference")],  # auto: fused on the CPU
 )
 @torch.no_grad()
 def test_uniform_attention_ignores_queries_and_keys(tmp_path, attention, impl, projection):
@@ -80,7 +82,8 @@ def test_the_command_evaluates_a_checkpoint_on_each_split(tmp_path, capsys):
         assert [r["ablation"] for r in rows[::2]] == done and [r["split"] for r in rows[:2]] == ["train", "test"]
         assert all(r["examples"] > 0 and 0 <= r["acc"] <= 1 for r in rows)
     out = capsys.readouterr().out
-    assert "written for polaformer and nalaformer; this model's attention: ['SoftmaxAttention']" in out
+    assert "uniform attention    n/a: uniform attention is written for polaformer and nalaformer; this model's " in out
+    assert "no local path        n/a: no local path (dwc, lepe)" in out
     torch.save({"state_dict": {}}, tmp_path / "bad.ckpt")
     with pytest.raises(LRAError, match="bad.ckpt: not a checkpoint of run.py's model"):
         main([str(tmp_path / "bad.ckpt"), *overrides])

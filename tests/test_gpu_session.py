@@ -156,6 +156,9 @@ def test_scaling_runs_one_then_two_devices(tmp_path):
 def test_a_run_cut_by_the_deadline_sends_its_checkpoints_back(tmp_path):
     """A run longer than the call is killed at DEADLINE; its last and best checkpoints come back under $OUT/ckpt
     (to be carried to the next machine), while finished runs leave nothing there."""
+    # another instance's unfinished run in the same checkpoint folder is not this one's to send back
+    (tmp_path / "ckpt" / "listops-cosformer-s0-x").mkdir(parents=True)
+    (tmp_path / "ckpt" / "listops-cosformer-s0-x" / "last.ckpt").write_bytes(b"x")
     res, out = pruns(
         tmp_path,
         "listops:softmax:0 listops:linear:0",
@@ -332,8 +335,8 @@ def test_the_compile_cache_goes_back_and_the_next_call_reuses_it(tmp_path):
         capture_output=True,
     )
     assert not (first / "out" / "compile_cache").exists()  # moved to where the next call carries it from
-    # and the finished run's best checkpoint to checkpoints/device/best/, where lra.ablate reads it
-    assert not (first / "out" / "best").exists() and len(list((dest / "best").rglob("best.ckpt"))) == 1
+    # and the finished run's best checkpoint beside it (checkpoints/best/, not carried), where lra.ablate reads it
+    assert not (first / "out" / "best").exists() and len(list((tmp_path / "best").rglob("best.ckpt"))) == 1
     graphs = sorted(
         p.relative_to(dest) for p in (dest / "compile_cache" / "inductor" / "fxgraph").rglob("*") if p.is_file()
     )
