@@ -268,21 +268,20 @@ own_runs() {
   fi
 }
 # Unfinished runs (a finished run deletes its last.ckpt) travel back, best.ckpt with them (the final test uses it),
-# and their learning curve so far.
-while read -r run_dir; do
-  [ -e "$run_dir/last.ckpt" ] || continue
-  rel=${run_dir#"$CKPT"/}
-  mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
-  cp "$run_dir"/curve.csv "$OUT/ckpt/$rel/" 2>/dev/null  # the learning curve so far travels with it
-done < <(own_runs)
-# Best checkpoints of the runs that finished in this call travel back too (~2 MB each at lite size), so that
-# `python -m lra.ablate` can read what a finished run learned (session 19 could read only a cut run's), up to
-# BEST_MAX_MB in all; scripts/unpack_device.sh puts them in checkpoints/best/, outside what calls carry.
-# BEST_BACK=0 leaves them on the machine.
+# and their learning curve so far. So do the best checkpoints of runs that finished in this call (~2 MB each at lite
+# size, up to BEST_MAX_MB in all; BEST_BACK=0 leaves them here), so that `python -m lra.ablate` can read what a
+# finished run learned (session 19 could read only a cut run's); scripts/unpack_device.sh puts those in
+# checkpoints/best/, outside what calls carry.
 sent_kb=0
 while read -r run_dir; do
+  rel=${run_dir#"$CKPT"/}
+  if [ -e "$run_dir/last.ckpt" ]; then
+    mkdir -p "$OUT/ckpt/$rel" && cp "$run_dir"/*.ckpt "$OUT/ckpt/$rel/" && echo "== unfinished, checkpoint kept: $rel"
+    cp "$run_dir"/curve.csv "$OUT/ckpt/$rel/" 2>/dev/null  # the learning curve so far travels with it
+    continue
+  fi
   [ "${BEST_BACK:-1}" = 1 ] && [ -e "$run_dir/best.ckpt" ] && [ "$run_dir/finished.json" -nt "$stamp" ] || continue
-  rel=${run_dir#"$CKPT"/}; kb=$(du -k "$run_dir/best.ckpt" | cut -f1)
+  kb=$(du -k "$run_dir/best.ckpt" | cut -f1)
   if [ $((sent_kb + kb)) -gt $((${BEST_MAX_MB:-24} * 1024)) ]; then
     echo "== finished, best checkpoint left here: $rel (over BEST_MAX_MB=${BEST_MAX_MB:-24})"; continue
   fi
