@@ -125,6 +125,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     model, step = load_classifier(args.checkpoint)
     task = OmegaConf.to_container(config(args.overrides), resolve=True)
+    net = model.hparams["net"]  # the data must be what the model was built for, or it fails deep inside
+    if wrong := [
+        f"{k} {net[k]} (data: {task['task'][k]})" for k in ("max_len", "vocab_size") if net[k] != task["task"][k]
+    ]:
+        raise LRAError(f"{args.checkpoint} was trained with {', '.join(wrong)}: name its task and experiment")
     data = LRADataModule(
         task["task"], task["data_dir"], task["task"]["batch_size"], seed=task["seed"], cache_dir=task["cache_dir"]
     )

@@ -84,6 +84,8 @@ def test_the_command_evaluates_a_checkpoint_on_each_split(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "uniform attention    n/a: uniform attention is written for polaformer and nalaformer; this model's " in out
     assert "no local path        n/a: no local path (dwc, lepe)" in out
+    with pytest.raises(LRAError, match=r"softmax.ckpt was trained with max_len 1024 \(data: 64\)"):
+        main([str(ckpt), *[o for o in overrides if o != "task.max_len=1024"]])  # smoke's 64, not the run's 1024
     torch.save({"state_dict": {}}, tmp_path / "bad.ckpt")
     with pytest.raises(LRAError, match="bad.ckpt: not a checkpoint of run.py's model"):
         main([str(tmp_path / "bad.ckpt"), *overrides])
