@@ -34,10 +34,10 @@ from lra.module import LRAClassifier
 LOCAL_PATHS = ("dwc", "lepe")  # attributes of an attention module that add a local path to its output
 
 
-# Where each attention's weights meet v: the functions uniform_attention replaces, by module.
+# Where each attention's weights meet v: the functions uniform_attention replaces, in the module that calls them.
 KERNELS = {
-    polaformer: ("normalised_linear_fast", "normalised_linear_reference"),
-    nalaformer: ("nala_triton", "nala_fused", "nala_linear", "nala_reference"),
+    polaformer.PolaLinearAttention: (polaformer, ("normalised_linear_fast", "normalised_linear_reference")),
+    nalaformer.NaLaAttention: (nalaformer, ("nala_triton", "nala_fused", "nala_linear", "nala_reference")),
 }
 
 
@@ -53,12 +53,11 @@ def _mean_of_values(queries, keys, v, mask, *args, **kwargs) -> torch.Tensor:
 def uniform_attention(model: torch.nn.Module) -> Iterator[None]:
     """Attention weights all equal over the valid keys; the rest of each block (local path, gate) as trained.
     Written for the attentions whose checkpoints asked for it (KERNELS)."""
-    classes = (polaformer.PolaLinearAttention, nalaformer.NaLaAttention)
-    if not any(isinstance(m, classes) for m in model.modules()):
+    if not any(isinstance(m, tuple(KERNELS)) for m in model.modules()):
         names = sorted({type(m).__name__ for name, m in model.named_modules() if name.endswith(".attn")})
         raise LRAError(f"uniform attention is written for polaformer and nalaformer; this model's attention: {names}")
     with contextlib.ExitStack() as stack:
-        for module, names in KERNELS.items():
+        for module, names in KERNELS.values():
             for name in names:
                 stack.enter_context(mock.patch.object(module, name, _mean_of_values))
         yield

@@ -42,7 +42,6 @@ def position_structure(pos: torch.Tensor, seed: int = 0) -> dict[str, float]:
     }
 
 
-@torch.no_grad()
 def plot_curves(folder: Path, out: Path) -> None:
     """Validation (solid) and training-batch (dotted) accuracy of every curve CSV in ``folder``, one figure."""
     import matplotlib
