@@ -220,6 +220,7 @@ ADDED_KEYS = {
     ("model", "mask_attention"): True,
     ("attention", "kernel"): "exp",
     ("attention", "shift"): 0.0,
+    ("attention", "key_power"): 3,
 }  # (group, key): the default that behaves as before the key
 
 

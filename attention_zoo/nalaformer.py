@@ -34,8 +34,12 @@ default; ``fast`` is an alias) takes ``triton`` on CUDA where it applies, else `
 ``shift`` (a diagnostic, not the paper's model; 0 = as released) adds a constant to every feature of q and k.
 Linear attention with relu features memorises Pathfinder-32 where elu + 1 learns, and relu + 1 learns too while
 relu + 1e-3 does not (session 18, results/diagnostics/pathfinder/README.md): the floor under the features is what
-mattered there. NaLaFormer's features have none; ``shift`` asks whether one rescues it. Only the ``linear`` and
-``reference`` paths form features in PyTorch, so ``auto`` takes ``linear`` when it is set.
+mattered there. NaLaFormer's features have none; ``shift`` asks whether one rescues it. It does not (session 20:
+52.05 with LePE off too, its attention fitting the training images only). ``key_power`` (a diagnostic too; 3 = the
+released cube) takes apart what else NaLa's features add to relu's, their powers: with ``key_power=1``,
+``norm_aware=False``, ``fixed_power=1``, ``sign_split=False`` and ``shift=1`` the kernel is linear attention with
+relu + 1 features of unit-norm queries (relu + 1 learned, 77.35), tested. Only the ``linear`` and ``reference``
+paths form features in PyTorch, so ``auto`` takes ``linear`` when either is set.
 """
 
 from __future__ import annotations
@@ -61,9 +65,10 @@ def nala_feature_maps(
     fixed_power: float = 3.0,
     eps: float = 1e-6,
     shift: float = 0.0,
+    key_power: int = 3,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """phi_q and phi_k (2d wide with the sign split, d wide without)."""
-    k = k**3
+    k = k**key_power
     n = q.norm(dim=-1, keepdim=True).clamp_min(eps)
     p = 3.0 * (0.5 + torch.tanh(n)) if norm_aware else torch.full_like(n, fixed_power)
     if sign_split:
@@ -159,6 +164,7 @@ class NaLaAttention(nn.Module):
         lepe_impl: str = "auto",
         eps: float = 1e-6,
         shift: float = 0.0,
+        key_power: int = 3,
     ):
         super().__init__()
         if dim % num_heads:
@@ -171,17 +177,23 @@ class NaLaAttention(nn.Module):
             raise ValueError(f"attention.rope_pairing={rope_pairing!r} is not one of {', '.join(ROPE_PAIRINGS)}")
         # within_signs: the released code's rotation, each sign half on its own (d-wide features have one half)
         self.rope_groups = 2 if rope_pairing == "within_signs" and sign_split else 1
-        if shift and impl in {"triton", "fused"}:
+        if isinstance(key_power, bool) or not isinstance(key_power, int) or key_power < 1 or key_power % 2 == 0:
             raise ValueError(
-                f"attention.shift={shift} needs attention.impl=linear or reference (or auto): the {impl} "
-                "kernels form the released features only"
+                f"attention.key_power={key_power!r}: expected an odd positive integer (1, 3, ...), "
+                "which keeps each key's sign for the sign split"
             )
+        for name, value, released in (("shift", shift, 0.0), ("key_power", key_power, 3)):
+            if value != released and impl in {"triton", "fused"}:
+                raise ValueError(
+                    f"attention.{name}={value} needs attention.impl=linear or reference (or auto): the {impl} "
+                    "kernels form the released features only"
+                )
         if lepe_kernel % 2 == 0:
             raise ValueError(f"attention.lepe_kernel={lepe_kernel} must be odd so the length is kept")
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
         self.rope, self.gate, self.eps, self.lepe_impl = rope, gate, eps, lepe_impl
         self.feature_opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
-        self.shift = feature_shift(shift)
+        self.shift, self.key_power = feature_shift(shift), key_power
         self.qkvg = nn.Linear(dim, 4 * dim)
         self.lepe = nn.Conv1d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe else None
         self.norm = nn.LayerNorm(dim)
@@ -194,7 +206,7 @@ class NaLaAttention(nn.Module):
         heads = [rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)]
         with torch.autocast(x.device.type, enabled=False):  # feature maps in fp32, as the released kernel
             impl = self.impl
-            if impl in {"auto", "fast"} and self.shift:
+            if impl in {"auto", "fast"} and (self.shift or self.key_power != 3):
                 impl = "linear"
             elif impl in {"auto", "fast"}:
                 impl = "triton" if x.is_cuda and supports(heads[0], self.feature_opts["sign_split"]) else "fused"
@@ -205,7 +217,9 @@ class NaLaAttention(nn.Module):
                 )
             else:
                 qh, kh, vh = at_least_fp32(*heads)
-                phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts, shift=self.shift)
+                phi_q, phi_k = nala_feature_maps(
+                    qh, kh, **self.feature_opts, shift=self.shift, key_power=self.key_power
+                )
                 kernel = nala_reference if impl == "reference" else nala_linear
                 out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps, rope_groups=self.rope_groups)
         out = rearrange(out, "b h n d -> b n (h d)").to(x.dtype)

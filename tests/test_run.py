@@ -258,6 +258,7 @@ def test_a_preset_added_to_the_table_or_a_key_added_at_its_old_default_keeps_run
         ("attention=performer", "attention", "kernel", "exp", "relu"),
         ("attention=linear", "attention", "shift", 0.0, 1.0),
         ("attention=nalaformer", "attention", "shift", 0.0, 1.0),
+        ("attention=nalaformer", "attention", "key_power", 3, 1),
         ("attention=polaformer", "attention", "shift", 0.0, 1.0),
         ("attention=softmax", "model", "mask_attention", True, False),
     ],

@@ -7,7 +7,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+from attention_zoo.linear import linear_form
 from attention_zoo.nalaformer import (
     NaLaAttention,
     depthwise_conv_tokens,
@@ -199,6 +201,41 @@ def test_shift_runs_on_the_torch_paths_and_keeps_padding_out():
             NaLaAttention(32, 4, impl=impl, shift=1.0)
     with pytest.raises(ValueError, match=r"attention.shift=-1.0: features must stay non-negative"):
         NaLaAttention(32, 4, shift=-1.0)
+
+
+def test_key_power_reduces_the_kernel_to_relu_plus_one_linear_attention():
+    """The session-20 diagnostic's end point: with every power off and a floor of 1, NaLa's kernel is linear attention
+    with relu + 1 features of unit-norm queries (the map that learns Pathfinder); the released cube is the default."""
+    q, k, v = qkv(2, 3, 17, 8)
+    mask = padding_mask(2, 17)
+    opts = dict(norm_aware=False, fixed_power=1.0, sign_split=False)
+    phi_q, phi_k = nala_feature_maps(q, k, **opts, shift=1.0, key_power=1)
+    unit_q = q / q.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(phi_q, F.relu(unit_q) + 1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(phi_k, F.relu(k) + 1, rtol=1e-12, atol=1e-12)
+    nala = nala_linear(phi_q, phi_k, v, mask, rope=False, denom_eps=0.0)
+    linear = linear_form(F.relu(unit_q) + 1, F.relu(k) + 1, v, mask)
+    keep = mask[:, None, :, None]
+    torch.testing.assert_close(nala * keep, linear * keep, rtol=1e-10, atol=1e-12)
+    cubed = nala_feature_maps(q, k, **opts)[1]
+    torch.testing.assert_close(cubed, F.relu(k**3), rtol=0, atol=0)
+
+
+def test_key_power_takes_the_torch_path_and_refuses_even_powers():
+    torch.manual_seed(0)
+    released, linear_keys = NaLaAttention(32, 4).double().eval(), NaLaAttention(32, 4, key_power=1).double().eval()
+    linear_keys.load_state_dict(released.state_dict())
+    x = torch.randn(2, 20, 32, dtype=torch.float64)
+    out = linear_keys(x)
+    assert not torch.allclose(out, released(x))
+    linear_keys.impl = "reference"
+    torch.testing.assert_close(linear_keys(x), out, rtol=1e-10, atol=1e-12)
+    for impl in ("fused", "triton"):
+        with pytest.raises(ValueError, match=f"attention.key_power=1 needs attention.impl=linear or reference.*{impl}"):
+            NaLaAttention(32, 4, impl=impl, key_power=1)
+    for bad in (2, 0, 1.5, True):
+        with pytest.raises(ValueError, match=r"attention.key_power=.*: expected an odd positive integer"):
+            NaLaAttention(32, 4, key_power=bad)
 
 
 @pytest.mark.parametrize("impl", ["channels_last", "shift", "auto"])
