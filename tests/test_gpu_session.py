@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,9 @@ def session(tmp_path: Path, timeout: int = 400, **env: str) -> tuple[subprocess.
     bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
     (bin_dir / "nvidia-smi").chmod(0o755)
-    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')  # a link would lose the venv
+    # a link would lose the venv; HANG_RUNS=1 stands in for a run that ignores SIGTERM (one compiling did, session 19)
+    hang = 'if [ -n "${HANG_RUNS:-}" ] && [ "$1" = run.py ]; then trap "" TERM; exec sleep 600; fi\n'
+    (bin_dir / "python3").write_text(f'#!/bin/sh\n{hang}exec "{sys.executable}" "$@"\n')
     (bin_dir / "python3").chmod(0o755)
     out = tmp_path / "out"
     full_env = {
@@ -172,6 +175,15 @@ def test_a_run_cut_by_the_deadline_sends_its_checkpoints_back(tmp_path):
     assert not (out / "runs.jsonl").exists()  # no row for a run that did not finish
     curves = sorted((out / "ckpt").rglob("curve.csv"))  # and their learning curves so far
     assert len(curves) == 2 and all(len(c.read_text().splitlines()) > 1 for c in curves)
+
+
+def test_a_run_that_ignores_sigterm_is_killed_and_not_retried(tmp_path):
+    """A run sent SIGTERM at the deadline that goes on (as one compiling did, session 19, which took the call past
+    its 600 s) is killed 15 s later (rc 137), and that is a cut, not a compile failure to retry eagerly."""
+    started = time.monotonic()
+    res, _ = pruns(tmp_path, "listops:softmax:0:trainer.compile=true", DEADLINE="25", MIN_LEFT="5", HANG_RUNS="1")
+    assert " rc=137 " in res.stdout and "again eager" not in res.stdout
+    assert time.monotonic() - started < 25 + 15 + 30  # the deadline, the grace, the script's own start and end
 
 
 STEPS = "trainer.max_steps=3 trainer.val_check_interval=3"
