@@ -408,13 +408,17 @@ def _key(row: dict[str, Any] | pd.Series) -> tuple[str, ...]:
     return tuple(norm(row.get(k)) for k in KEY)
 
 
+NOT_RUN = ("skipped", "unavailable")  # statuses of a case that did not run here
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Merge ``rows`` into ``path``: same-key rows replaced, others kept; atomic (temporary file + rename).
-    A row that was not measured (``skipped``: the budget ran out) never replaces a measured one."""
+    A row that was not measured (``skipped``: the budget ran out; ``unavailable``: this machine lacks the package)
+    never replaces a measured one (fla's rows of an earlier machine outlive a machine without it)."""
     if path.exists():
         old = pd.read_csv(path)
-        measured = {_key(r) for _, r in old.iterrows() if r["status"] != "skipped"}
-        rows = [r for r in rows if r["status"] != "skipped" or _key(r) not in measured]
+        measured = {_key(r) for _, r in old.iterrows() if r["status"] not in NOT_RUN}
+        rows = [r for r in rows if r["status"] not in NOT_RUN or _key(r) not in measured]
     new = pd.DataFrame(rows, columns=COLUMNS)
     if path.exists():
         replaced = {_key(r) for r in rows}
@@ -648,7 +652,8 @@ def _run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[s
 
     done: set[tuple[str, ...]] = set()
     if args.missing_only and path.exists():
-        done = {_key(r) for _, r in pd.read_csv(path).iterrows() if r["status"] in ("ok", "oom", "unavailable")}
+        # an unavailable row is a gap: the next machine may have the package (fla left the GPU image, session 20)
+        done = {_key(r) for _, r in pd.read_csv(path).iterrows() if r["status"] in ("ok", "oom")}
     oom_at: dict[tuple[str, str], int] = {}
     for n, mode, name in plan(names, modes, lengths):
         impl = EXTRA_IMPL.get(name) or str(variant_config(name, args.impl).get("impl", "default"))

@@ -13,7 +13,11 @@ export PYTHONUNBUFFERED=1 HYDRA_FULL_ERROR=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 LOG="$OUT/session.log"
 exec > >(tee -a "$LOG") 2>&1
-if ! python3 -c "import hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then  # the GPU image lacks hydra
+# The GPU image lacks hydra (and, since session 20, fla): carry their wheels in .whl (git-ignored), made here with
+#   pip download --no-deps --only-binary=:all: -d .whl hydra-core==1.3.8 omegaconf==2.3.1 fla-core==0.6.0
+#   pip wheel --no-deps antlr4-python3-runtime==4.9.3 -w .whl
+# (fla-core: flash-linear-attention's ops alone, for the benchmark's fla_chunk_linear reference; needs einops, triton.)
+if ! python3 -c "import hydra" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
   # Instances started together (a probe beside the runs) install once, under a lock, not over each other's files.
   lock=(); command -v flock >/dev/null && lock=(flock -w 300 /tmp/site.lock)
   "${lock[@]}" bash -c 'PYTHONPATH=/tmp/site python3 -c "import hydra" 2>/dev/null || python3 -m pip install -q --no-index \

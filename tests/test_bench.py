@@ -216,6 +216,33 @@ def test_a_skipped_row_never_replaces_a_measured_one(tmp_path, monkeypatch):
     assert rows.loc["linear", "ms"] == first.set_index("attention").loc["linear", "ms"]  # kept, not "skipped"
 
 
+def test_a_package_missing_here_keeps_its_rows_from_a_machine_that_had_it(tmp_path, monkeypatch):
+    """fla left the GPU image between sessions: its measured rows stay, and --missing-only tries its unavailable
+    rows again (the next machine may have it) instead of counting them as done."""
+    args = ("--attention", "softmax", "--extra", "fla_chunk_linear", "--modes", "train")
+    calls = []
+
+    def machine(has_fla: bool):
+        def run_case(case, *_):
+            calls.append(case.attention)
+            if case.attention == "fla_chunk_linear" and not has_fla:
+                return {"status": "unavailable", "error": "flash-linear-attention not importable", "repeats": 0}
+            return {"status": "ok", "error": "", "ms": 2.0, "peak_mem_mb": math.nan, "repeats": 1}
+
+        monkeypatch.setattr(bench, "run_case", run_case)
+
+    machine(has_fla=True)
+    run_bench(tmp_path, *args, "--lengths", "32")
+    machine(has_fla=False)
+    rows = run_bench(tmp_path, *args, "--lengths", "32,64").set_index(["attention", "seq_len"])
+    assert rows.loc[("fla_chunk_linear", 32), "status"] == "ok" and rows.loc[("fla_chunk_linear", 32), "ms"] == 2.0
+    assert rows.loc[("fla_chunk_linear", 64), "status"] == "unavailable"  # a gap, recorded as such
+    calls.clear()
+    machine(has_fla=True)
+    rows = run_bench(tmp_path, *args, "--lengths", "32,64", "--missing-only").set_index(["attention", "seq_len"])
+    assert calls == ["fla_chunk_linear"] and rows.loc[("fla_chunk_linear", 64), "status"] == "ok"
+
+
 def test_missing_only_measures_just_the_gaps(tmp_path, monkeypatch):
     args = ("--attention", "softmax,linear", "--extra", "none", "--modes", "train")
     run_bench(tmp_path, *args, "--lengths", "32")
