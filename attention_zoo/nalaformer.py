@@ -37,9 +37,9 @@ relu + 1e-3 does not (session 18, results/diagnostics/pathfinder/README.md): the
 mattered there. NaLaFormer's features have none; ``shift`` asks whether one rescues it. It does not (session 20:
 52.05 with LePE off too, its attention fitting the training images only). ``key_power`` (a diagnostic too; 3 = the
 released cube) takes apart what else NaLa's features add to relu's, their powers: with ``key_power=1``,
-``norm_aware=False``, ``fixed_power=1``, ``sign_split=False`` and ``shift=1`` the kernel is linear attention with
-relu + 1 features of unit-norm queries (relu + 1 learned, 77.35), tested. Only the ``linear`` and ``reference``
-paths form features in PyTorch, so ``auto`` takes ``linear`` when either is set.
+``norm_aware=False``, ``fixed_power=1``, ``sign_split=False``, ``rope=False`` and ``shift=1`` the kernel is linear
+attention with relu + 1 features of unit-norm queries (relu + 1 of raw queries learned, 77.35), tested. Only the
+``linear`` and ``reference`` paths form features in PyTorch, so ``auto`` takes ``linear`` when either is set.
 """
 
 from __future__ import annotations
