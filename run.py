@@ -212,7 +212,10 @@ RESULT_NEUTRAL_TRAINER_KEYS = (
     "enable_progress_bar",
     "progress_refresh",
 )
-RESULT_NEUTRAL_ATTENTION_KEYS = ("lepe_impl",)  # the layout of the same convolution (tested equal to nn.Conv1d)
+RESULT_NEUTRAL_ATTENTION_KEYS = (
+    "lepe_impl",
+    "conv_impl",
+)  # the layout of the same convolution (tested equal to nn.Conv1d)
 ADDED_KEYS = {
     ("trainer", "select_best_after"): 0.0,
     ("attention", "rope_pairing"): "across_signs",

@@ -170,9 +170,17 @@ _forward.register_autograd(_autograd_backward, setup_context=_setup_context)
 
 def lepe_conv_triton(x: torch.Tensor, conv: torch.nn.Conv1d) -> torch.Tensor:
     """``conv`` (depthwise, odd width, 'same' padding, with bias) along the tokens of x (B, N, C)."""
+    return depthwise_tokens(x, conv.weight[:, 0, :], conv.bias, option="attention.lepe_impl", fallback="conv1d")
+
+
+def depthwise_tokens(
+    x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, option: str = "impl", fallback: str = "another"
+) -> torch.Tensor:
+    """x (B, N, C) convolved along N with (C, K) taps (odd K, 'same' padding) plus a (C,) bias, differentiable in
+    all three; ``option`` / ``fallback`` name the setting that chose this path in the error off the GPU."""
     if triton is None or not (x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"):
         raise ValueError(
-            "attention.lepe_impl=triton runs on a CUDA GPU with the triton package (or under TRITON_INTERPRET=1); "
-            f"got a {x.device.type} tensor{'' if triton else ' and no triton'}: use lepe_impl=conv1d"
+            f"{option}=triton runs on a CUDA GPU with the triton package (or under TRITON_INTERPRET=1); "
+            f"got a {x.device.type} tensor{'' if triton else ' and no triton'}: use {option}={fallback}"
         )
-    return _forward(x, conv.weight[:, 0, :], conv.bias)  # (C, K) taps and (C,) bias, read as fp32 in the kernel
+    return _forward(x, taps, bias)  # taps and bias are read as fp32 in the kernel

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attention_zoo import lepe_triton
 from attention_zoo.base import MultiHeadAttention, at_least_fp32
 from attention_zoo.registry import register
 
@@ -104,6 +105,27 @@ def landmark_softmaxes(
     return kernel_1, kernel_2, kernel_3
 
 
+CONV_IMPLS = ("conv2d", "triton", "auto")
+
+
+def head_conv(v: torch.Tensor, weight: torch.Tensor, impl: str) -> torch.Tensor:
+    """NYS's skip: a (K x 1) depthwise conv over the sequence of v (B, H, N, d), one filter per head shared by the
+    head's d channels (``weight`` (H, 1, K, 1)). ``triton`` computes the same through the LePE kernel on the
+    (B, N, H*d) layout with each head's taps repeated over its channels: PyTorch's fp32 depthwise ``conv2d`` was
+    over half of this attention's forward and backward on the CPU at LRA's Pathfinder shapes, and a Pathfinder
+    run of it on the H200 trained ~35 steps/s against linear attention's ~186 (session 20; the GPU split is not
+    yet measured). ``auto``: ``triton`` on CUDA where Triton is installed, ``conv2d`` elsewhere."""
+    if impl == "auto":
+        impl = "triton" if v.is_cuda and lepe_triton.available() else "conv2d"
+    if impl == "conv2d":
+        return F.conv2d(v, weight, padding=(weight.shape[2] // 2, 0), groups=v.shape[1])
+    b, h, n, d = v.shape
+    taps = weight[:, 0, :, 0].repeat_interleave(d, dim=0)  # (H*d, K)
+    tokens = v.transpose(1, 2).reshape(b, n, h * d)
+    out = lepe_triton.depthwise_tokens(tokens, taps, taps.new_zeros(h * d), "attention.conv_impl", "conv2d")
+    return out.reshape(b, n, h, d).transpose(1, 2)
+
+
 def nystrom_reference(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, num_landmarks: int, iterations: int
 ) -> torch.Tensor:
@@ -151,8 +173,12 @@ class NystromAttention(MultiHeadAttention):
         num_landmarks: int = 64,
         pinv_iterations: int = 6,
         conv_kernel: int = 35,
+        conv_impl: str = "conv2d",
     ):
         super().__init__(dim, num_heads, 0.0, impl)
+        if conv_impl not in CONV_IMPLS:
+            raise ValueError(f"attention.conv_impl={conv_impl!r} is not one of {', '.join(CONV_IMPLS)}")
+        self.conv_impl = conv_impl
         if num_landmarks < 1:
             raise ValueError(f"attention.num_landmarks={num_landmarks} must be at least 1")
         if conv_kernel and conv_kernel % 2 == 0:
@@ -176,6 +202,5 @@ class NystromAttention(MultiHeadAttention):
             kernel = nystrom_reference if self.use_reference else nystrom_fast
             out = kernel(q32, k32, v32, mask, self.num_landmarks, self.pinv_iterations)
             if self.conv is not None:
-                weight = self.conv.weight.to(v32.dtype)
-                out = out + F.conv2d(v32, weight, padding=(self.conv_kernel // 2, 0), groups=self.num_heads)
+                out = out + head_conv(v32, self.conv.weight.to(v32.dtype), self.conv_impl)
         return out.to(v.dtype)

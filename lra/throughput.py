@@ -183,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # The attention share first, then one row per setting appended as soon as it is measured: a call cut by its
     # time limit keeps the settings it finished, and a setting that fails (say, compile) is a row, not a crash.
-    name = "-".join(o.split("=", 1)[1] for o in args.overrides if o.split("=")[0] in ("task", "attention"))
+    # task, attention and any attention.* option (an A/B of one attention keeps two files, not one overwritten)
+    name = "-".join(
+        [o.split("=", 1)[1] for o in args.overrides if o.split("=")[0] in ("task", "attention")]
+        + [o.removeprefix("attention.") for o in args.overrides if o.startswith("attention.")]
+    )
     suffix = "-compiled" if args.profile_compiled else ""
     profile = args.out.with_name(f"{args.out.stem}-profile-{name or 'default'}{suffix}.txt")
     frac = attention_fraction(

@@ -119,8 +119,11 @@ for stage in $STAGES; do
     ;;
   throughput)
     echo "== [$(elapsed)s] throughput"
-    for att in ${TP_ATTENTIONS:-nalaformer softmax}; do
-      timeout "${TP_TIMEOUT:-200}" python3 -m lra.throughput task=${TP_TASK:-listops} experiment=lra_lite attention=$att \
+    # An entry may carry overrides after commas (an A/B of one attention): nystromformer,attention.conv_impl=triton
+    for spec in ${TP_ATTENTIONS:-nalaformer softmax}; do
+      att=${spec%%,*}; own=; [[ "$spec" == *,* ]] && own=${spec#*,}
+      # shellcheck disable=SC2086
+      timeout "${TP_TIMEOUT:-200}" python3 -m lra.throughput task=${TP_TASK:-listops} experiment=lra_lite attention=$att ${own//,/ } \
         data_dir=$DATA --steps "${TP_STEPS:-300}" --settings "${TP_SETTINGS:-baseline,bf16,bf16+fused_adamw+workers,bf16+fused_adamw+workers+compile}" \
         --out "$OUT/throughput.csv" ${TP_ARGS:-} 2>&1 | grep -vE "Warning|warn" | tail -${TP_TAIL:-8}
     done

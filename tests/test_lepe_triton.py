@@ -12,6 +12,7 @@ pytest.importorskip("triton")
 from attention_zoo import lepe_triton as lt  # noqa: E402
 from attention_zoo import nala_triton as nt  # noqa: E402
 from attention_zoo.nalaformer import NaLaAttention, depthwise_conv_tokens  # noqa: E402
+from attention_zoo.nystromformer import NystromAttention  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     not (nt.INTERPRET or torch.cuda.is_available()), reason="Triton kernels need a GPU or TRITON_INTERPRET=1"
@@ -53,6 +54,29 @@ def test_block_with_triton_lepe_equals_the_released_layer():
     other.load_state_dict(block.state_dict())
     x = torch.randn(2, 40, 32, device=DEVICE)
     torch.testing.assert_close(other(x), block(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [35, 5])
+def test_nystromformer_skip_conv_through_the_lepe_kernel_equals_conv2d(width):
+    """``attention.conv_impl=triton``: NYS's per-head (K x 1) conv over v, each head's taps repeated over its
+    channels, gives conv2d's output and gradients (v, and the per-head taps summed over the channels)."""
+    torch.manual_seed(0)
+    ref = NystromAttention(32, 4, num_landmarks=8, conv_kernel=width).to(DEVICE)
+    fast = NystromAttention(32, 4, num_landmarks=8, conv_kernel=width, conv_impl="triton").to(DEVICE)
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, 50, 32, device=DEVICE)
+    mask = torch.ones(3, 50, dtype=torch.bool, device=DEVICE)
+    mask[1, 31:] = False
+    grads = []
+    for block in (ref, fast):
+        xi = x.clone().requires_grad_()
+        out = block(xi, mask)
+        (out * mask[..., None]).square().sum().backward()
+        grads.append((out.detach(), xi.grad, block.conv.weight.grad))
+    for name, a, b in zip(("out", "dx", "dweight"), *grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5, msg=name)
+    with pytest.raises(ValueError, match="attention.conv_impl='fft' is not one of conv2d, triton, auto"):
+        NystromAttention(32, 4, conv_impl="fft")
 
 
 def test_custom_operators_pass_torch_opcheck():

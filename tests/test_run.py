@@ -234,6 +234,18 @@ def test_speed_knobs_keep_the_run_id_so_a_cut_run_resumes_with_other_values(cfg_
         for o in ([], ["attention.lepe_impl=conv1d"], ["attention.lepe_kernel=3"])
     ]
     assert nala[0]["run_id"] == nala[1]["run_id"] != nala[2]["run_id"]
+    # and nystromformer's skip conv (session 20: nystromformer s0, cut with conv2d, may resume with triton)
+    nys = [
+        run.base_row(
+            OmegaConf.to_container(cfg_factory("experiment=smoke", "attention=nystromformer", *o), resolve=True), []
+        )
+        for o in ([], ["attention.conv_impl=triton"], ["attention.conv_kernel=5"])
+    ]
+    assert nys[0]["run_id"] == nys[1]["run_id"] != nys[2]["run_id"]
+    # the key is new: the s0 run cut before it came keeps its id
+    older = OmegaConf.to_container(cfg_factory("experiment=smoke", "attention=nystromformer"), resolve=True)
+    del older["attention"]["conv_impl"]
+    assert run.run_id(older) == nys[0]["run_id"]
 
 
 def test_a_preset_added_to_the_table_or_a_key_added_at_its_old_default_keeps_run_ids(cfg_factory):
