@@ -113,8 +113,8 @@ def head_conv(v: torch.Tensor, weight: torch.Tensor, impl: str) -> torch.Tensor:
     head's d channels (``weight`` (H, 1, K, 1)). ``triton`` computes the same through the LePE kernel on the
     (B, N, H*d) layout with each head's taps repeated over its channels: PyTorch's fp32 depthwise ``conv2d`` was
     over half of this attention's forward and backward on the CPU at LRA's Pathfinder shapes, and a Pathfinder
-    run of it on the H200 trained ~35 steps/s against linear attention's ~186 (session 20; the GPU split is not
-    yet measured). ``auto``: ``triton`` on CUDA where Triton is installed, ``conv2d`` elsewhere."""
+    run of it on the H200 trained ~30-35 steps/s against linear attention's 186-197 (session 20; the GPU split is
+    not yet measured). ``auto``: ``triton`` on CUDA where Triton is installed, ``conv2d`` elsewhere."""
     if impl == "auto":
         impl = "triton" if v.is_cuda and lepe_triton.available() else "conv2d"
     if impl == "conv2d":

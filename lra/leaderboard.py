@@ -117,7 +117,7 @@ def diagnostic_reason(row: dict, conventions: bool = True) -> str | None:
 
 # How an attention is computed, not what it computes (each path is tested against the reference): a row that set
 # one of these is the same attention as the shipped config.
-IMPLEMENTATION_KEYS = ("impl", "lepe_impl", "eager")
+IMPLEMENTATION_KEYS = ("impl", "lepe_impl", "conv_impl", "eager")  # run.py: the *_impl ones keep the run id too
 
 
 def attention_label(row: dict) -> str:

@@ -11,6 +11,7 @@ Rows are appended to ``--out`` (CSV) with the device and torch version.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -85,6 +86,9 @@ SETTINGS = {
         *RESIDENT,
     ],
 }
+
+
+PROFILE_NAME_ASIDE = ("task", "attention", "experiment", "data_dir", "cache_dir")
 
 
 def config(overrides: list[str]):
@@ -183,11 +187,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # The attention share first, then one row per setting appended as soon as it is measured: a call cut by its
     # time limit keeps the settings it finished, and a setting that fails (say, compile) is a row, not a crash.
-    # task, attention and any attention.* option (an A/B of one attention keeps two files, not one overwritten)
-    name = "-".join(
-        [o.split("=", 1)[1] for o in args.overrides if o.split("=")[0] in ("task", "attention")]
-        + [o.removeprefix("attention.") for o in args.overrides if o.startswith("attention.")]
-    )
+    # task and attention by name, any other option by a hash of them all (an A/B of one attention keeps two files,
+    # not one overwritten; a value may hold characters no file name can); where the data is, and the preset, aside
+    named = {o.split("=", 1)[0].lstrip("+"): o.split("=", 1)[-1] for o in args.overrides}
+    name = "-".join(v.replace("/", "_") for k, v in named.items() if k in ("task", "attention"))
+    options = sorted(o for o in args.overrides if o.split("=", 1)[0].lstrip("+") not in PROFILE_NAME_ASIDE)
+    if options:
+        name += "-" + hashlib.md5(" ".join(options).encode()).hexdigest()[:6]
     suffix = "-compiled" if args.profile_compiled else ""
     profile = args.out.with_name(f"{args.out.stem}-profile-{name or 'default'}{suffix}.txt")
     frac = attention_fraction(

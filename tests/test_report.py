@@ -413,6 +413,17 @@ def test_a_default_written_without_a_decimal_point_is_not_an_ablation(tmp_path, 
     assert attention_label(row) == "plain (eps=1e-05)"
 
 
+def test_the_way_a_convolution_is_computed_keeps_the_label():
+    """lepe_impl and conv_impl pick a kernel for the same convolution (tested equal; not part of the run id either):
+    a nystromformer seed trained with the Triton skip conv counts with the others."""
+    from attention_zoo import default_config
+    from lra.leaderboard import attention_label
+
+    for name, key, value in (("nystromformer", "conv_impl", "triton"), ("nalaformer", "lepe_impl", "conv1d")):
+        row = {"attention": name, "config": {"attention": {"_target_": None, **default_config(name, **{key: value})}}}
+        assert attention_label(row) == name
+
+
 def test_a_published_number_stands_beside_the_runs_of_its_own_model(tmp_path):
     """NYS's Performer used the relu kernel with 256 features: its 18.80 / 69.87 stand beside our runs of that
     configuration; our default (FAVOR+, exp kernel, 128 features, as Skyformer ran it) stands beside Skyformer's."""
