@@ -411,14 +411,21 @@ def _key(row: dict[str, Any] | pd.Series) -> tuple[str, ...]:
 NOT_RUN = ("skipped", "unavailable")  # statuses of a case that did not run here
 
 
+def was_run(row: dict[str, Any] | pd.Series) -> bool:
+    """Measured here: not skipped, not unavailable, and not an OOM inferred from a shorter length ("not run: out of
+    memory at N=..."), which a machine with more memory may have measured."""
+    return row["status"] not in NOT_RUN and not str(row.get("error", "")).startswith("not run")
+
+
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Merge ``rows`` into ``path``: same-key rows replaced, others kept; atomic (temporary file + rename).
-    A row that was not measured (``skipped``: the budget ran out; ``unavailable``: this machine lacks the package)
-    never replaces a measured one (fla's rows of an earlier machine outlive a machine without it)."""
+    A row that was not measured (``skipped``: the budget ran out; ``unavailable``: this machine lacks the package;
+    an OOM inferred from a shorter length) never replaces a measured one (fla's rows of an earlier machine outlive a
+    machine without it)."""
     if path.exists():
         old = pd.read_csv(path)
-        measured = {_key(r) for _, r in old.iterrows() if r["status"] not in NOT_RUN}
-        rows = [r for r in rows if r["status"] not in NOT_RUN or _key(r) not in measured]
+        measured = {_key(r) for _, r in old.iterrows() if was_run(r)}
+        rows = [r for r in rows if was_run(r) or _key(r) not in measured]
     new = pd.DataFrame(rows, columns=COLUMNS)
     if path.exists():
         replaced = {_key(r) for r in rows}

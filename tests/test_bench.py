@@ -243,6 +243,19 @@ def test_a_package_missing_here_keeps_its_rows_from_a_machine_that_had_it(tmp_pa
     assert calls == ["fla_chunk_linear"] and rows.loc[("fla_chunk_linear", 64), "status"] == "ok"
 
 
+def test_an_oom_inferred_from_a_shorter_length_keeps_a_measured_row(tmp_path, monkeypatch):
+    """After an OOM at N, longer lengths are recorded "oom, not run" without running: on a smaller GPU that must not
+    overwrite what a larger one measured there; the OOM that did happen is a result and replaces its row."""
+    args = ("--attention", "softmax", "--extra", "none", "--modes", "train", "--lengths", "32,64")
+    monkeypatch.setattr(
+        bench, "run_case", lambda *_: {"status": "ok", "error": "", "ms": 2.0, "peak_mem_mb": 1.0, "repeats": 1}
+    )
+    run_bench(tmp_path, *args)
+    monkeypatch.setattr(bench, "run_case", lambda *_: {"status": "oom", "error": "CUDA out of memory", "repeats": 0})
+    rows = run_bench(tmp_path, *args).set_index("seq_len")
+    assert rows.loc[32, "status"] == "oom" and (rows.loc[64, "status"], rows.loc[64, "ms"]) == ("ok", 2.0)
+
+
 def test_missing_only_measures_just_the_gaps(tmp_path, monkeypatch):
     args = ("--attention", "softmax,linear", "--extra", "none", "--modes", "train")
     run_bench(tmp_path, *args, "--lengths", "32")
