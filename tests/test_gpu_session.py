@@ -26,9 +26,11 @@ def session(tmp_path: Path, timeout: int = 400, **env: str) -> tuple[subprocess.
     bin_dir.mkdir(parents=True, exist_ok=True)
     (bin_dir / "nvidia-smi").write_text(FAKE_SMI)
     (bin_dir / "nvidia-smi").chmod(0o755)
-    # a link would lose the venv; HANG_RUNS=1 stands in for a run that ignores SIGTERM (one compiling did, session 19)
+    # a link would lose the venv; HANG_RUNS=1 stands in for a run that ignores SIGTERM (one compiling did, session 19);
+    # ECHO_MODULE=M prints what `python3 -m M` was given instead of running it
     hang = 'if [ -n "${HANG_RUNS:-}" ] && [ "$1" = run.py ]; then trap "" TERM; exec sleep 600; fi\n'
-    (bin_dir / "python3").write_text(f'#!/bin/sh\n{hang}exec "{sys.executable}" "$@"\n')
+    echo = 'if [ -n "${ECHO_MODULE:-}" ] && [ "$2" = "$ECHO_MODULE" ]; then echo "ARGS: $*"; exit 0; fi\n'
+    (bin_dir / "python3").write_text(f'#!/bin/sh\n{hang}{echo}exec "{sys.executable}" "$@"\n')
     (bin_dir / "python3").chmod(0o755)
     out = tmp_path / "out"
     full_env = {
@@ -185,6 +187,20 @@ def test_a_run_that_ignores_sigterm_is_killed_and_not_retried(tmp_path):
     assert "no time left" not in res.stdout  # the run started (a slow import could eat the 40 s)
     assert " rc=137 " in res.stdout and "again eager" not in res.stdout
     assert time.monotonic() - started < 40 + 15 + 30  # the deadline, the grace, the script's own start and end
+
+
+def test_a_throughput_entry_may_carry_overrides(tmp_path):
+    """TP_ATTENTIONS="A A,attention.x=v": an A/B of one attention, the overrides after the attention they change."""
+    res, _ = session(
+        tmp_path, STAGES="throughput", TP_ATTENTIONS="linear linear,attention.feature_map=relu,attention.eps=0.001",
+        ECHO_MODULE="lra.throughput",
+    )  # fmt: skip
+    calls = [line.split()[3:7] for line in res.stdout.splitlines() if line.startswith("ARGS: ")]
+    assert calls == [
+        ["task=listops", "experiment=lra_lite", "attention=linear", f"data_dir={tmp_path / 'data'}"],
+        ["task=listops", "experiment=lra_lite", "attention=linear", "attention.feature_map=relu"],
+    ]
+    assert "attention.eps=0.001" in res.stdout
 
 
 STEPS = "trainer.max_steps=3 trainer.val_check_interval=3"
