@@ -29,6 +29,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from attention_zoo import SAME_RESULT_KEYS
 from lra import LRAError, load_checkpoint
 from lra.callbacks import BestCheckpoint, LearningCurve, ThroughputMonitor, peak_memory_mb
 from lra.data.datamodule import LRADataModule
@@ -212,10 +213,6 @@ RESULT_NEUTRAL_TRAINER_KEYS = (
     "enable_progress_bar",
     "progress_refresh",
 )
-RESULT_NEUTRAL_ATTENTION_KEYS = (
-    "lepe_impl",
-    "conv_impl",
-)  # the layout of the same convolution (tested equal to nn.Conv1d)
 ADDED_KEYS = {
     ("trainer", "select_best_after"): 0.0,
     ("attention", "rope_pairing"): "across_signs",
@@ -284,7 +281,7 @@ def run_id(config: dict[str, Any], legacy: bool = False) -> str:
         identity["task"]["protocols"] = {k: v for k, v in config["task"]["protocols"].items() if k != "lra_sky"}
     # Nor do compilation (the same model, fused; rounding differs as it does between GPU runs) and the progress bar.
     identity["trainer"] = {k: v for k, v in config["trainer"].items() if k not in RESULT_NEUTRAL_TRAINER_KEYS}
-    identity["attention"] = {k: v for k, v in config["attention"].items() if k not in RESULT_NEUTRAL_ATTENTION_KEYS}
+    identity["attention"] = {k: v for k, v in config["attention"].items() if k not in SAME_RESULT_KEYS}
     # A key added after runs began, left at the default that gives the old behaviour, keeps their run ids, so runs
     # cut short before it came still resume.
     for (group, key), default in ADDED_KEYS.items():

@@ -13,6 +13,7 @@ import pkgutil
 
 from attention_zoo.registry import (
     REGISTRY,
+    SAME_RESULT_KEYS,
     AttentionSpec,
     available,
     build_attention,
@@ -24,6 +25,7 @@ from attention_zoo.registry import (
 
 __all__ = [
     "REGISTRY",
+    "SAME_RESULT_KEYS",
     "AttentionSpec",
     "available",
     "build_attention",

@@ -24,6 +24,9 @@ class AttentionSpec:
 
 REGISTRY: dict[str, AttentionSpec] = {}
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "attention"  # one <name>.yaml per variant
+# Config keys that pick a kernel for the same convolution (each path tested equal to PyTorch's layer): a run that set
+# one keeps its run id (run.py) and its leaderboard label (lra.leaderboard).
+SAME_RESULT_KEYS = ("lepe_impl", "conv_impl")
 
 
 def register(name: str, *, complexity: str, source: str):

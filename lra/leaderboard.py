@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from attention_zoo import default_config
+from attention_zoo import SAME_RESULT_KEYS, default_config
 from lra import LRAError
 from lra.data.pathfinder import GENERATOR_VERSION
 from lra.results import read_rows
@@ -117,7 +117,7 @@ def diagnostic_reason(row: dict, conventions: bool = True) -> str | None:
 
 # How an attention is computed, not what it computes (each path is tested against the reference): a row that set
 # one of these is the same attention as the shipped config.
-IMPLEMENTATION_KEYS = ("impl", "lepe_impl", "conv_impl", "eager")  # run.py: the *_impl ones keep the run id too
+IMPLEMENTATION_KEYS = ("impl", *SAME_RESULT_KEYS, "eager")
 
 
 def attention_label(row: dict) -> str:
