@@ -221,6 +221,8 @@ ADDED_KEYS = {
     ("attention", "kernel"): "exp",
     ("attention", "shift"): 0.0,
     ("attention", "key_power"): 3,
+    ("attention", "unit_queries"): True,
+    ("attention", "out_norm"): True,
 }  # (group, key): the default that behaves as before the key
 
 

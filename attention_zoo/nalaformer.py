@@ -38,8 +38,14 @@ mattered there. NaLaFormer's features have none; ``shift`` asks whether one resc
 52.05 with LePE off too, its attention fitting the training images only). ``key_power`` (a diagnostic too; 3 = the
 released cube) takes apart what else NaLa's features add to relu's, their powers: with ``key_power=1``,
 ``norm_aware=False``, ``fixed_power=1``, ``sign_split=False``, ``rope=False`` and ``shift=1`` the kernel is linear
-attention with relu + 1 features of unit-norm queries (relu + 1 of raw queries learned, 77.35), tested. Only the
-``linear`` and ``reference`` paths form features in PyTorch, so ``auto`` takes ``linear`` when either is set.
+attention with relu + 1 features of unit-norm queries (relu + 1 of raw queries learned, 77.35), tested. That end
+memorised too (session 21: 51.06 with a floor of 1, 50.37 with 0.1), so what separates it from the linear attention
+that learns is the query's division by its norm or the block around the kernel. ``unit_queries=False`` (features of
+the raw query, ``relu(q)**p``) and ``out_norm=False`` (no LayerNorm on ``attn + lepe``; with ``gate=False`` the block
+is ``proj(attn)``, as every other attention's) take those apart: with both, ``gate=False`` and the settings above,
+this module equals :class:`attention_zoo.linear.LinearAttention` with relu + 1 features, tested. Only the ``linear``
+and ``reference`` paths form features in PyTorch, so ``auto`` takes ``linear`` when ``shift``, ``key_power`` or
+``unit_queries`` differs from the released value.
 """
 
 from __future__ import annotations
@@ -66,16 +72,18 @@ def nala_feature_maps(
     eps: float = 1e-6,
     shift: float = 0.0,
     key_power: int = 3,
+    unit_queries: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """phi_q and phi_k (2d wide with the sign split, d wide without)."""
     k = k**key_power
     n = q.norm(dim=-1, keepdim=True).clamp_min(eps)
     p = 3.0 * (0.5 + torch.tanh(n)) if norm_aware else torch.full_like(n, fixed_power)
+    scale = n if unit_queries else 1.0  # the direction q/|q| as released; raw q is a diagnostic
     if sign_split:
-        phi_q = torch.cat([(F.relu(q) / n) ** p, (F.relu(-q) / n) ** p], dim=-1)
+        phi_q = torch.cat([(F.relu(q) / scale) ** p, (F.relu(-q) / scale) ** p], dim=-1)
         phi_k = torch.cat([F.relu(k), F.relu(-k)], dim=-1)
     else:
-        phi_q, phi_k = (F.relu(q) / n) ** p, F.relu(k)
+        phi_q, phi_k = (F.relu(q) / scale) ** p, F.relu(k)
     if shift:
         phi_q, phi_k = phi_q + shift, phi_k + shift
     return phi_q, phi_k
@@ -165,6 +173,8 @@ class NaLaAttention(nn.Module):
         eps: float = 1e-6,
         shift: float = 0.0,
         key_power: int = 3,
+        unit_queries: bool = True,
+        out_norm: bool = True,
     ):
         super().__init__()
         if dim % num_heads:
@@ -182,7 +192,13 @@ class NaLaAttention(nn.Module):
                 f"attention.key_power={key_power!r}: expected an odd positive integer (1, 3, ...), "
                 "which keeps each key's sign for the sign split"
             )
-        for name, value, released in (("shift", shift, 0.0), ("key_power", key_power, 3)):
+        # The diagnostics that change the features themselves: the fused and Triton kernels form only the released ones.
+        self.torch_features = dict(shift=feature_shift(shift), key_power=key_power, unit_queries=unit_queries)
+        for name, value, released in (
+            ("shift", shift, 0.0),
+            ("key_power", key_power, 3),
+            ("unit_queries", unit_queries, True),
+        ):
             if value != released and impl in {"triton", "fused"}:
                 raise ValueError(
                     f"attention.{name}={value} needs attention.impl=linear or reference (or auto): the {impl} "
@@ -193,10 +209,10 @@ class NaLaAttention(nn.Module):
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
         self.rope, self.gate, self.eps, self.lepe_impl = rope, gate, eps, lepe_impl
         self.feature_opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
-        self.shift, self.key_power = feature_shift(shift), key_power
+        self.released_features = self.torch_features == dict(shift=0.0, key_power=3, unit_queries=True)
         self.qkvg = nn.Linear(dim, 4 * dim)
         self.lepe = nn.Conv1d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe else None
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if out_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -206,7 +222,7 @@ class NaLaAttention(nn.Module):
         heads = [rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v)]
         with torch.autocast(x.device.type, enabled=False):  # feature maps in fp32, as the released kernel
             impl = self.impl
-            if impl in {"auto", "fast"} and (self.shift or self.key_power != 3):
+            if impl in {"auto", "fast"} and not self.released_features:
                 impl = "linear"
             elif impl in {"auto", "fast"}:
                 impl = "triton" if x.is_cuda and supports(heads[0], self.feature_opts["sign_split"]) else "fused"
@@ -217,9 +233,7 @@ class NaLaAttention(nn.Module):
                 )
             else:
                 qh, kh, vh = at_least_fp32(*heads)
-                phi_q, phi_k = nala_feature_maps(
-                    qh, kh, **self.feature_opts, shift=self.shift, key_power=self.key_power
-                )
+                phi_q, phi_k = nala_feature_maps(qh, kh, **self.feature_opts, **self.torch_features)
                 kernel = nala_reference if impl == "reference" else nala_linear
                 out = kernel(phi_q, phi_k, vh, mask, rope=self.rope, denom_eps=self.eps, rope_groups=self.rope_groups)
         out = rearrange(out, "b h n d -> b n (h d)").to(x.dtype)

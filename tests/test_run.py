@@ -271,6 +271,8 @@ def test_a_preset_added_to_the_table_or_a_key_added_at_its_old_default_keeps_run
         ("attention=linear", "attention", "shift", 0.0, 1.0),
         ("attention=nalaformer", "attention", "shift", 0.0, 1.0),
         ("attention=nalaformer", "attention", "key_power", 3, 1),
+        ("attention=nalaformer", "attention", "unit_queries", True, False),
+        ("attention=nalaformer", "attention", "out_norm", True, False),
         ("attention=polaformer", "attention", "shift", 0.0, 1.0),
         ("attention=softmax", "model", "mask_attention", True, False),
     ],

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attention_zoo.linear import linear_form
+from attention_zoo.linear import LinearAttention, linear_form
 from attention_zoo.nalaformer import (
     NaLaAttention,
     depthwise_conv_tokens,
@@ -219,6 +219,60 @@ def test_key_power_reduces_the_kernel_to_relu_plus_one_linear_attention():
     torch.testing.assert_close(nala * keep, linear * keep, rtol=1e-10, atol=1e-12)
     cubed = nala_feature_maps(q, k, **opts)[1]
     torch.testing.assert_close(cubed, F.relu(k**3), rtol=0, atol=0)
+
+
+RELU_PLUS_ONE_END = dict(
+    rope=False, lepe=False, norm_aware=False, sign_split=False, fixed_power=1.0, key_power=1, shift=1.0
+)
+
+
+def test_raw_queries_without_norm_or_gate_make_the_block_linear_attention_with_relu_plus_one():
+    """The session-21 bisection's far end: every NaLa part off, the module is the linear attention that learned
+    Pathfinder (relu + 1), so each switch turned back on names what breaks it."""
+    torch.manual_seed(0)
+    nala = NaLaAttention(
+        32, 4, impl="linear", gate=False, unit_queries=False, out_norm=False, eps=1e-12, **RELU_PLUS_ONE_END
+    ).double()
+    linear = LinearAttention(32, 4, feature_map="relu", shift=1.0, eps=0.0).double()
+    with torch.no_grad():
+        linear.qkv.weight.copy_(nala.qkvg.weight[:96])
+        linear.qkv.bias.copy_(nala.qkvg.bias[:96])
+        linear.proj.load_state_dict(nala.proj.state_dict())
+    x = torch.randn(3, 19, 32, dtype=torch.float64)
+    mask = padding_mask(3, 19)
+    keep = mask[..., None]
+    expected = linear(x, mask) * keep
+    torch.testing.assert_close(nala(x, mask) * keep, expected, rtol=1e-9, atol=1e-11)
+    nala.impl = "reference"
+    torch.testing.assert_close(nala(x, mask) * keep, expected, rtol=1e-9, atol=1e-11)
+    # each released part put back changes the output: unit-norm queries, the LayerNorm, the gate
+    for part in ("unit_queries", "out_norm", "gate"):
+        back = NaLaAttention(
+            32,
+            4,
+            impl="linear",
+            **{"gate": False, "unit_queries": False, "out_norm": False, part: True},
+            eps=1e-12,
+            **RELU_PLUS_ONE_END,
+        ).double()
+        back.load_state_dict(nala.state_dict(), strict=False)
+        assert not torch.allclose(back(x, mask) * keep, expected), part
+
+
+def test_raw_queries_take_the_torch_path():
+    torch.manual_seed(0)
+    released, raw = NaLaAttention(32, 4).double().eval(), NaLaAttention(32, 4, unit_queries=False).double().eval()
+    raw.load_state_dict(released.state_dict())
+    x = torch.randn(2, 20, 32, dtype=torch.float64)
+    out = raw(x)
+    assert not torch.allclose(out, released(x))
+    raw.impl = "reference"
+    torch.testing.assert_close(raw(x), out, rtol=1e-10, atol=1e-12)
+    for impl in ("fused", "triton"):
+        with pytest.raises(ValueError, match=f"attention.unit_queries=False needs attention.impl=linear.*{impl}"):
+            NaLaAttention(32, 4, impl=impl, unit_queries=False)
+    # out_norm is the block's, not the kernel's: every path takes it
+    assert isinstance(NaLaAttention(32, 4, impl="fused", out_norm=False).norm, torch.nn.Identity)
 
 
 def test_key_power_takes_the_torch_path_and_refuses_even_powers():
