@@ -29,7 +29,9 @@ DATA=${DATA:-/tmp/lra_data}
 EXPERIMENT=${EXPERIMENT:-lra_lite}  # tests/test_gpu_session.py runs the stages on CPU with experiment=smoke
 # Checkpoints live inside the repo copy (same absolute path on every machine), so a run longer than one call or one
 # session continues on a fresh machine: the end of this script copies unfinished runs' checkpoints to $OUT/ckpt;
-# put them back under checkpoints/device/ here and name that folder in the next call's carry.
+# put them back under checkpoints/device/ here (scripts/unpack_device.sh) and commit them: checkpoints/device/ckpt/ is
+# tracked (.gitignore), so the next call and the next session's fresh checkout have them. Name checkpoints/device
+# in the next call's carry only for its ignored compile cache.
 CKPT=${CKPT:-$PWD/checkpoints/device}
 STAGES=${STAGES:-"gen bench throughput runs"}
 # Compiled kernels persist across calls: Inductor's and Triton's on-disk caches live under $CKPT and go back with the

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Unpacks what scripts/gpu_session.sh sent back through the device tool (session.log + out.tgz.NN parts) into DEST.
-# With CKPT_DEST, unfinished runs' checkpoints move there (checkpoints/device: carry it, and the runs resume), and
+# With CKPT_DEST, unfinished runs' checkpoints move there (checkpoints/device/ckpt/, tracked by git: commit them and
+# the runs resume in the next call or session; delete a run's folder once it has finished), and
 # so does the compile cache (the next call's runs start without compiling what this one compiled).
 #   bash scripts/unpack_device.sh /work/.device/N results/device_logs/session_7_call1 [checkpoints/device]
 # Then scripts/merge_device.py on DEST brings its rows, curves, benchmark and throughput rows into results/.
@@ -19,6 +20,8 @@ fi
 # what is there travels with every later call, and these would fill its 64 MiB.
 if [ -n "$ckpt_dest" ] && [ -d "$dest/best" ]; then
   best_dest=$(dirname "$ckpt_dest")/best
+  # A finished run no longer resumes: its folder leaves the (tracked) resume checkpoints.
+  for run in "$dest"/best/ckpt/*/; do [ -d "$run" ] && rm -rf "$ckpt_dest/ckpt/$(basename "$run")"; done
   mkdir -p "$best_dest" && cp -r "$dest/best/." "$best_dest/" && rm -rf "$dest/best"
 fi
 # The compile cache that came back replaces the carried one (it grew from it: scripts/gpu_session.sh).

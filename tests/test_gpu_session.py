@@ -378,6 +378,36 @@ def test_the_compile_cache_goes_back_and_the_next_call_reuses_it(tmp_path):
     assert after == graphs  # every graph was found: nothing compiled anew
 
 
+def test_unpacking_keeps_unfinished_runs_and_drops_finished_ones_from_the_resume_checkpoints(tmp_path):
+    """checkpoints/device/ckpt/ is committed so a cut run resumes in the next session: a run that finished in this
+    call leaves it (its best checkpoint goes to checkpoints/best/), one still unfinished stays."""
+    sent, ckpt_dest = tmp_path / "sent", tmp_path / "checkpoints" / "device"
+    for path in (
+        sent / "ckpt/ckpt/cut/last.ckpt",
+        sent / "best/ckpt/done/best.ckpt",
+        ckpt_dest / "ckpt/done/last.ckpt",
+    ):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(path.parent.name)
+    subprocess.run(
+        ["bash", "scripts/unpack_device.sh", str(sent), str(sent), str(ckpt_dest)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    assert sorted(p.name for p in (ckpt_dest / "ckpt").iterdir()) == ["cut"]
+    assert (ckpt_dest / "ckpt/cut/last.ckpt").read_text() == "cut"
+    assert (tmp_path / "checkpoints/best/ckpt/done/best.ckpt").read_text() == "done"
+
+
+def test_git_keeps_resume_checkpoints_and_ignores_the_rest():
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=ROOT).returncode == 0
+
+    assert not ignored("checkpoints/device/ckpt/pathfinder-nystromformer-s0-abc/last.ckpt")
+    assert ignored("checkpoints/device/compile_cache/inductor/x") and ignored("checkpoints/best/ckpt/run/best.ckpt")
+
+
 def test_an_oversized_compile_cache_stays_behind(tmp_path):
     cache = tmp_path / "cache"
     (cache / "triton").mkdir(parents=True)
