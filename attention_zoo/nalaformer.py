@@ -39,12 +39,13 @@ mattered there. NaLaFormer's features have none; ``shift`` asks whether one resc
 released cube) takes apart what else NaLa's features add to relu's, their powers: with ``key_power=1``,
 ``norm_aware=False``, ``fixed_power=1``, ``sign_split=False``, ``rope=False`` and ``shift=1`` the kernel is linear
 attention with relu + 1 features of unit-norm queries (relu + 1 of raw queries learned, 77.35), tested. That end
-memorised too (session 21: 51.06 with a floor of 1, 50.37 with 0.1), so what separates it from the linear attention
-that learns is the query's division by its norm or the block around the kernel. ``unit_queries=False`` (features of
-the raw query, ``relu(q)**p``) and ``out_norm=False`` (no LayerNorm on ``attn + lepe``; with ``gate=False`` the block
-is ``proj(attn)``, as every other attention's) take those apart: with both, ``gate=False`` and the settings above,
-this module equals :class:`attention_zoo.linear.LinearAttention` with relu + 1 features, tested. Only the ``linear``
-and ``reference`` paths form features in PyTorch, so ``auto`` takes ``linear`` when ``shift``, ``key_power`` or
+memorised too (session 21: 51.06 with a floor of 1, 50.37 with 0.1), so what separates it from the linear attention that
+learns is the query's division by its norm or the block around the kernel. ``unit_queries=False`` (features of the raw
+query, ``relu(q)**p``) and ``out_norm=False`` (no LayerNorm on ``attn + lepe``; with ``gate=False`` and ``lepe=False``
+the block is ``proj(attn)``, as every other attention's) take those apart: with both, ``gate=False``, ``lepe=False`` and
+the settings above, this module equals :class:`attention_zoo.linear.LinearAttention` with relu + 1 features, tested (up
+to where each adds its ``eps``: to the mean of the key features here, to their sum there). Only the ``linear`` and
+``reference`` paths form features in PyTorch, so ``auto`` takes ``linear`` when ``shift``, ``key_power`` or
 ``unit_queries`` differs from the released value.
 """
 

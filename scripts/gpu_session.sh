@@ -289,7 +289,11 @@ while read -r run_dir; do
     cp "$run_dir"/curve.csv "$OUT/ckpt/$rel/" 2>/dev/null  # the learning curve so far travels with it
     continue
   fi
-  [ "${BEST_BACK:-1}" = 1 ] && [ -e "$run_dir/best.ckpt" ] && [ "$run_dir/finished.json" -nt "$stamp" ] || continue
+  [ "$run_dir/finished.json" -nt "$stamp" ] || continue
+  # Every run that finished in this call says so (a few bytes), best checkpoint or not: unpacking then drops its
+  # folder from the resume checkpoints that git tracks.
+  mkdir -p "$OUT/finished/$rel" && cp "$run_dir/finished.json" "$OUT/finished/$rel/"
+  [ "${BEST_BACK:-1}" = 1 ] && [ -e "$run_dir/best.ckpt" ] || continue
   kb=$(du -k "$run_dir/best.ckpt" | cut -f1)
   if [ $((sent_kb + kb)) -gt $((${BEST_MAX_MB:-24} * 1024)) ]; then
     echo "== finished, best checkpoint left here: $rel (over BEST_MAX_MB=${BEST_MAX_MB:-24})"; continue

@@ -16,12 +16,17 @@ fi
 if [ -n "$ckpt_dest" ] && [ -d "$dest/ckpt" ]; then
   mkdir -p "$ckpt_dest" && cp -r "$dest/ckpt/." "$ckpt_dest/" && rm -rf "$dest/ckpt"
 fi
+# A run that finished in the call no longer resumes: its folder leaves the (tracked) resume checkpoints, whether or
+# not its best checkpoint came back (scripts/gpu_session.sh lists every finished run under finished/).
+if [ -n "$ckpt_dest" ]; then
+  for run in "$dest"/finished/ckpt/*/ "$dest"/best/ckpt/*/; do
+    [ -d "$run" ] && rm -rf "$ckpt_dest/ckpt/$(basename "$run")"
+  done
+fi
 # Finished runs' best checkpoints (for python -m lra.ablate) go to checkpoints/best/ beside CKPT_DEST, not into it:
 # what is there travels with every later call, and these would fill its 64 MiB.
 if [ -n "$ckpt_dest" ] && [ -d "$dest/best" ]; then
   best_dest=$(dirname "$ckpt_dest")/best
-  # A finished run no longer resumes: its folder leaves the (tracked) resume checkpoints.
-  for run in "$dest"/best/ckpt/*/; do [ -d "$run" ] && rm -rf "$ckpt_dest/ckpt/$(basename "$run")"; done
   mkdir -p "$best_dest" && cp -r "$dest/best/." "$best_dest/" && rm -rf "$dest/best"
 fi
 # The compile cache that came back replaces the carried one (it grew from it: scripts/gpu_session.sh).

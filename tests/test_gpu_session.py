@@ -356,6 +356,7 @@ def test_the_compile_cache_goes_back_and_the_next_call_reuses_it(tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
     pruns(first, spec, COMPILE_CACHE=str(first / "cache"))
     assert (first / "out" / "compile_cache" / "inductor").is_dir()  # sent back (session() unpacked it in place)
+    assert len(list((first / "out" / "finished").rglob("finished.json"))) == 1  # the finished run says so
     dest = tmp_path / "carried"
     subprocess.run(
         ["bash", "scripts/unpack_device.sh", str(first / "out"), str(first / "out"), str(dest)],
@@ -382,10 +383,15 @@ def test_unpacking_keeps_unfinished_runs_and_drops_finished_ones_from_the_resume
     """checkpoints/device/ckpt/ is committed so a cut run resumes in the next session: a run that finished in this
     call leaves it (its best checkpoint goes to checkpoints/best/), one still unfinished stays."""
     sent, ckpt_dest = tmp_path / "sent", tmp_path / "checkpoints" / "device"
+    # "done" came back with its best checkpoint, "done_no_best" only said it finished (BEST_BACK=0 or over the cap)
     for path in (
         sent / "ckpt/ckpt/cut/last.ckpt",
         sent / "best/ckpt/done/best.ckpt",
+        sent / "finished/ckpt/done/finished.json",
+        sent / "finished/ckpt/done_no_best/finished.json",
         ckpt_dest / "ckpt/done/last.ckpt",
+        ckpt_dest / "ckpt/done_no_best/last.ckpt",
+        ckpt_dest / "ckpt/other/last.ckpt",  # not run in this call: stays
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(path.parent.name)
@@ -395,7 +401,7 @@ def test_unpacking_keeps_unfinished_runs_and_drops_finished_ones_from_the_resume
         check=True,
         capture_output=True,
     )
-    assert sorted(p.name for p in (ckpt_dest / "ckpt").iterdir()) == ["cut"]
+    assert sorted(p.name for p in (ckpt_dest / "ckpt").iterdir()) == ["cut", "other"]
     assert (ckpt_dest / "ckpt/cut/last.ckpt").read_text() == "cut"
     assert (tmp_path / "checkpoints/best/ckpt/done/best.ckpt").read_text() == "done"
 

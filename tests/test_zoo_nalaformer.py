@@ -271,8 +271,19 @@ def test_raw_queries_take_the_torch_path():
     for impl in ("fused", "triton"):
         with pytest.raises(ValueError, match=f"attention.unit_queries=False needs attention.impl=linear.*{impl}"):
             NaLaAttention(32, 4, impl=impl, unit_queries=False)
-    # out_norm is the block's, not the kernel's: every path takes it
-    assert isinstance(NaLaAttention(32, 4, impl="fused", out_norm=False).norm, torch.nn.Identity)
+    # the features themselves, with the sign split and the norm-aware power: raw q in place of q / |q|
+    q, k, _ = qkv(2, 3, 11, 8)
+    n = q.norm(dim=-1, keepdim=True)
+    p = 3.0 * (0.5 + torch.tanh(n))
+    raw_q, raw_k = nala_feature_maps(q, k, unit_queries=False)
+    torch.testing.assert_close(raw_q, torch.cat([F.relu(q) ** p, F.relu(-q) ** p], dim=-1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(raw_k, nala_feature_maps(q, k)[1], rtol=0, atol=0)
+    # out_norm is the block's, not the kernel's: the fused path takes it and agrees with the PyTorch one
+    fused = NaLaAttention(32, 4, impl="fused", out_norm=False).double().eval()
+    linear = NaLaAttention(32, 4, impl="linear", out_norm=False).double().eval()
+    linear.load_state_dict(fused.state_dict())
+    assert isinstance(fused.norm, torch.nn.Identity)
+    torch.testing.assert_close(fused(x), linear(x), rtol=1e-8, atol=1e-10)
 
 
 def test_key_power_takes_the_torch_path_and_refuses_even_powers():
