@@ -259,18 +259,33 @@ def test_raw_queries_without_norm_or_gate_make_the_block_linear_attention_with_r
         assert not torch.allclose(back(x, mask) * keep, expected), part
 
 
-def test_raw_queries_take_the_torch_path():
+@pytest.mark.parametrize("option, value", [("key_power", 1), ("unit_queries", False)])
+def test_feature_diagnostics_take_the_torch_path(option, value):
+    """Options that change NaLa's features are formed in PyTorch only: ``auto`` takes that path (equal to the
+    reference), the fused and Triton kernels refuse them by name."""
     torch.manual_seed(0)
-    released, raw = NaLaAttention(32, 4).double().eval(), NaLaAttention(32, 4, unit_queries=False).double().eval()
-    raw.load_state_dict(released.state_dict())
+    released = NaLaAttention(32, 4).double().eval()
+    diagnostic = NaLaAttention(32, 4, **{option: value}).double().eval()
+    diagnostic.load_state_dict(released.state_dict())
     x = torch.randn(2, 20, 32, dtype=torch.float64)
-    out = raw(x)
+    out = diagnostic(x)
     assert not torch.allclose(out, released(x))
-    raw.impl = "reference"
-    torch.testing.assert_close(raw(x), out, rtol=1e-10, atol=1e-12)
+    diagnostic.impl = "reference"
+    torch.testing.assert_close(diagnostic(x), out, rtol=1e-10, atol=1e-12)
     for impl in ("fused", "triton"):
-        with pytest.raises(ValueError, match=f"attention.unit_queries=False needs attention.impl=linear.*{impl}"):
-            NaLaAttention(32, 4, impl=impl, unit_queries=False)
+        with pytest.raises(
+            ValueError, match=f"attention.{option}={value} needs attention.impl=linear or reference.*{impl}"
+        ):
+            NaLaAttention(32, 4, impl=impl, **{option: value})
+
+
+def test_even_key_powers_are_refused():
+    for bad in (2, 0, 1.5, True):
+        with pytest.raises(ValueError, match=r"attention.key_power=.*: expected an odd positive integer"):
+            NaLaAttention(32, 4, key_power=bad)
+
+
+def test_raw_query_features_and_the_block_without_its_layernorm():
     # the features themselves, with the sign split and the norm-aware power: raw q in place of q / |q|
     q, k, _ = qkv(2, 3, 11, 8)
     n = q.norm(dim=-1, keepdim=True)
@@ -279,28 +294,13 @@ def test_raw_queries_take_the_torch_path():
     torch.testing.assert_close(raw_q, torch.cat([F.relu(q) ** p, F.relu(-q) ** p], dim=-1), rtol=1e-12, atol=0)
     torch.testing.assert_close(raw_k, nala_feature_maps(q, k)[1], rtol=0, atol=0)
     # out_norm is the block's, not the kernel's: the fused path takes it and agrees with the PyTorch one
+    torch.manual_seed(0)
     fused = NaLaAttention(32, 4, impl="fused", out_norm=False).double().eval()
     linear = NaLaAttention(32, 4, impl="linear", out_norm=False).double().eval()
     linear.load_state_dict(fused.state_dict())
     assert isinstance(fused.norm, torch.nn.Identity)
-    torch.testing.assert_close(fused(x), linear(x), rtol=1e-8, atol=1e-10)
-
-
-def test_key_power_takes_the_torch_path_and_refuses_even_powers():
-    torch.manual_seed(0)
-    released, linear_keys = NaLaAttention(32, 4).double().eval(), NaLaAttention(32, 4, key_power=1).double().eval()
-    linear_keys.load_state_dict(released.state_dict())
     x = torch.randn(2, 20, 32, dtype=torch.float64)
-    out = linear_keys(x)
-    assert not torch.allclose(out, released(x))
-    linear_keys.impl = "reference"
-    torch.testing.assert_close(linear_keys(x), out, rtol=1e-10, atol=1e-12)
-    for impl in ("fused", "triton"):
-        with pytest.raises(ValueError, match=f"attention.key_power=1 needs attention.impl=linear or reference.*{impl}"):
-            NaLaAttention(32, 4, impl=impl, key_power=1)
-    for bad in (2, 0, 1.5, True):
-        with pytest.raises(ValueError, match=r"attention.key_power=.*: expected an odd positive integer"):
-            NaLaAttention(32, 4, key_power=bad)
+    torch.testing.assert_close(fused(x), linear(x), rtol=1e-8, atol=1e-10)
 
 
 @pytest.mark.parametrize("impl", ["channels_last", "shift", "auto"])
