@@ -241,7 +241,9 @@ for stage in $STAGES; do
   scaling)
     trained_all=1
     # Issue 9: the same ListOps lra_lite run on 1 GPU and on 2 GPUs with DDP at the same global batch (32 = 2 x 16),
-    # one after the other so neither shares the machine. Rows go to $OUT/scaling/runs.jsonl.
+    # one after the other so neither shares the machine. Rows go to $OUT/scaling/runs.jsonl. Their checkpoints
+    # ($CKPT/ckpt_scaling) are not among those git tracks (.gitignore): a scaling run is minutes, and one cut at a
+    # session's end starts again in the next.
     for spec in ${SCALING:-1:32 2:16}; do
       IFS=: read -r ndev batch <<<"$spec"
       echo "== [$(elapsed)s] scaling: $ndev GPU(s), batch $batch per GPU"
