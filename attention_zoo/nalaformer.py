@@ -120,6 +120,7 @@ def nala_linear(
 
 
 IMPLS = ("auto", "fast", "triton", "fused", "linear", "reference")
+RELEASED_FEATURES = dict(shift=0.0, key_power=3, unit_queries=True)  # the diagnostics' values that are the paper's
 ROPE_PAIRINGS = ("across_signs", "within_signs")
 LEPE_IMPLS = ("conv1d", "channels_last", "shift", "triton", "auto")
 
@@ -195,12 +196,9 @@ class NaLaAttention(nn.Module):
             )
         # The diagnostics that change the features themselves: the fused and Triton kernels form only the released ones.
         self.torch_features = dict(shift=feature_shift(shift), key_power=key_power, unit_queries=unit_queries)
-        for name, value, released in (
-            ("shift", shift, 0.0),
-            ("key_power", key_power, 3),
-            ("unit_queries", unit_queries, True),
-        ):
-            if value != released and impl in {"triton", "fused"}:
+        self.released_features = self.torch_features == RELEASED_FEATURES
+        for name, value in self.torch_features.items():
+            if value != RELEASED_FEATURES[name] and impl in {"triton", "fused"}:
                 raise ValueError(
                     f"attention.{name}={value} needs attention.impl=linear or reference (or auto): the {impl} "
                     "kernels form the released features only"
@@ -210,7 +208,6 @@ class NaLaAttention(nn.Module):
         self.dim, self.num_heads, self.impl = dim, num_heads, impl
         self.rope, self.gate, self.eps, self.lepe_impl = rope, gate, eps, lepe_impl
         self.feature_opts = dict(norm_aware=norm_aware, sign_split=sign_split, fixed_power=fixed_power, eps=eps)
-        self.released_features = self.torch_features == dict(shift=0.0, key_power=3, unit_queries=True)
         self.qkvg = nn.Linear(dim, 4 * dim)
         self.lepe = nn.Conv1d(dim, dim, lepe_kernel, padding=lepe_kernel // 2, groups=dim) if lepe else None
         self.norm = nn.LayerNorm(dim) if out_norm else nn.Identity()
