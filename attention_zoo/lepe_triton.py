@@ -15,7 +15,8 @@ With p = (K - 1) / 2 and zeros outside [0, N):
 
 Products and sums in fp32, outputs in the input dtype. The reference is ``nn.Conv1d`` (tests compare both, through
 Triton's CPU interpreter there). NaLaFormer's LePE takes it on CUDA (``attention.lepe_impl=auto``, sessions 9-10:
-the block 104 -> 78 ms); Nystromformer's skip conv can (``attention.conv_impl=triton``, not yet timed).
+the block 104 -> 78 ms); Nystromformer's skip conv can
+(``attention.conv_impl=triton``; in a compiled step on the H200 no faster than ``conv2d``, session 21).
 """
 
 from __future__ import annotations

@@ -110,11 +110,12 @@ CONV_IMPLS = ("conv2d", "triton", "auto")
 
 def head_conv(v: torch.Tensor, weight: torch.Tensor, impl: str) -> torch.Tensor:
     """NYS's skip: a (K x 1) depthwise conv over the sequence of v (B, H, N, d), one filter per head shared by the
-    head's d channels (``weight`` (H, 1, K, 1)). ``triton`` computes the same through the LePE kernel on the
-    (B, N, H*d) layout with each head's taps repeated over its channels: PyTorch's fp32 depthwise ``conv2d`` was
-    over half of this attention's forward and backward on the CPU at LRA's Pathfinder shapes, and a Pathfinder
-    run of it on the H200 trained ~30-35 steps/s against linear attention's 186-197 (session 20; the GPU split is
-    not yet measured). ``auto``: ``triton`` on CUDA where Triton is installed, ``conv2d`` elsewhere."""
+    head's d channels (``weight`` (H, 1, K, 1)). ``triton`` computes the same through the LePE kernel on the (B, N, H*d)
+    layout with each head's taps repeated over its channels: PyTorch's fp32 depthwise ``conv2d`` was over half of this
+    attention's forward and backward on the CPU at LRA's Pathfinder shapes, and a Pathfinder run of it on the H200
+    trained ~30-35 steps/s against linear attention's 186-197 (session 20). Measured on the H200 (session 21): eagerly
+    the Triton conv is ~6x faster than ``conv2d``, but a compiled step under CUDA graphs is not (39.3 vs 41.5 steps/s),
+    so ``conv2d`` stays the default. ``auto``: ``triton`` on CUDA where Triton is installed, ``conv2d`` elsewhere."""
     if impl == "auto":
         impl = "triton" if v.is_cuda and lepe_triton.available() else "conv2d"
     if impl == "conv2d":
