@@ -90,18 +90,24 @@ def nala_feature_maps(
     return phi_q, phi_k
 
 
-def nala_reference(
-    phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6, rope_groups: int = 1
-) -> torch.Tensor:
-    """Materialise w_ij = <R phi_q_i, R phi_k_j> / (N_valid (phi_q_i . mean_j phi_k_j + eps)), then W @ v."""
+def nala_weights(phi_q, phi_k, mask, rope: bool = True, denom_eps: float = 1e-6, rope_groups: int = 1) -> torch.Tensor:
+    """w_ij = <R phi_q_i, R phi_k_j> / (N_valid (phi_q_i . mean_j phi_k_j + eps)), padded keys' columns 0:
+    (B, H, N, N). Also read by ``python -m lra.ablate`` to measure how much queries differ in what they weight."""
     keep = mask[:, None, :, None].to(phi_k.dtype)
     phi_k = phi_k * keep
     count = keep.sum(dim=2, keepdim=True)  # (B, 1, 1, 1): valid keys per sequence
     rq, rk = (apply_rope(phi_q, groups=rope_groups), apply_rope(phi_k, groups=rope_groups)) if rope else (phi_q, phi_k)
     scores = rq @ rk.transpose(-1, -2)  # (B, H, N, N)
     denom = phi_q @ (phi_k.sum(dim=2, keepdim=True) / count).transpose(-1, -2) + denom_eps  # (B, H, N, 1)
-    weights = scores / count / denom
-    return weights @ (v * keep)
+    return scores / count / denom
+
+
+def nala_reference(
+    phi_q, phi_k, v, mask, rope: bool = True, denom_eps: float = 1e-6, rope_groups: int = 1
+) -> torch.Tensor:
+    """Materialise the weights (nala_weights), then W @ v."""
+    keep = mask[:, None, :, None].to(v.dtype)
+    return nala_weights(phi_q, phi_k, mask, rope, denom_eps, rope_groups) @ (v * keep)
 
 
 def nala_linear(

@@ -6,8 +6,11 @@ Why: on Pathfinder polaformer and nalaformer memorise (training accuracy rises, 
 softmax, elu + 1 and performer learn. Deciding whether two dots are connected needs tokens that look at other,
 distant tokens; a model that keeps its training accuracy with uniform attention and loses it without the local
 path has learned a bag of local features instead, which fits the training images and nothing else (session 19).
+For nalaformer it also measures how much each layer's weights depend on the query (query_dependence): unit-norm
+queries over a floor cap it, and that cap is what separates its runs that memorise from the one that learns
+(session 22).
 
-    python -m lra.ablate CHECKPOINT task=pathfinder experiment=lra_lite data_dir=DATA [--batches 8]
+    python -m lra.ablate CHECKPOINT task=pathfinder experiment=lra_lite data_dir=DATA [--batches 8] [--images 16]
 
 The data must be the run's (the generators are deterministic: regenerate it with the same seed and count), so that
 the train split holds the images the model was trained on and the test split the ones it never saw.
@@ -83,6 +86,44 @@ def without_local_path(model: torch.nn.Module) -> Iterator[None]:
             setattr(m, name, module)
 
 
+def query_dependence(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """How much what a query weights depends on the query: the total variation 0.5 * sum_j |w_ij - mean_i w_ij| of
+    each valid query's row from the mean row, averaged over valid queries, (B, H). 0 = every query weights the keys
+    alike (attention a function of the keys alone), 1 = queries weight disjoint keys."""
+    keep = mask[:, None, :, None].to(weights.dtype)  # (B, 1, N, 1): valid queries
+    count = keep.sum(dim=2)
+    mean_row = (weights * keep).sum(dim=2, keepdim=True) / count[..., None]
+    distance = 0.5 * (weights - mean_row).abs().sum(dim=-1, keepdim=True)  # (B, H, N, 1)
+    return ((distance * keep).sum(dim=2) / count).squeeze(-1)
+
+
+@contextlib.contextmanager
+def recording_query_dependence(model: torch.nn.Module, record: list[torch.Tensor]) -> Iterator[None]:
+    """NaLa's attention computed through its explicit weights (nala_weights: the same output), each layer's
+    query_dependence appended to ``record`` in call order. Why: over a floor, unit-norm queries cap how far two
+    queries' weights can differ (session 22); this measures how far they do in a trained model."""
+    layers = [m for m in model.modules() if isinstance(m, nalaformer.NaLaAttention)]
+    if not layers:
+        raise LRAError("query dependence is written for nalaformer (its weights are materialised from its features)")
+
+    def explicit(phi_q, phi_k, v, mask, rope=True, denom_eps=1e-6, rope_groups=1):
+        weights = nalaformer.nala_weights(phi_q, phi_k, mask, rope, denom_eps, rope_groups)
+        record.append(query_dependence(weights, mask))
+        return weights @ (v * mask[:, None, :, None].to(v.dtype))
+
+    saved = [(m, m.impl) for m in layers]
+    with contextlib.ExitStack() as stack:
+        for name in ("nala_linear", "nala_reference"):
+            stack.enter_context(mock.patch.object(nalaformer, name, explicit))
+        try:
+            for m in layers:
+                m.impl = "reference"  # the PyTorch path, whose kernel is handed the feature maps
+            yield
+        finally:
+            for m, impl in saved:
+                m.impl = impl
+
+
 def load_classifier(path: str | Path) -> tuple[LRAClassifier, int | None]:
     """A run's model from its checkpoint, on the CPU, in eval mode, and the step it was saved at; a file that is
     not one says so in one line."""
@@ -118,6 +159,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "overrides", nargs="*", help="run.py overrides naming the task and data (task=, experiment=, data_dir=)"
     )
     ap.add_argument("--batches", type=int, default=8, help="evaluation batches per split (0 = all)")
+    ap.add_argument("--images", type=int, default=16, help="test images whose query dependence is measured")
     args = ap.parse_args(argv)
     from lra.data.datamodule import LRADataModule
     from lra.throughput import config
@@ -153,7 +195,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 acc, loss, seen = evaluate(model, loader(), limit)
                 rows.append(dict(ablation=name, split=split, acc=acc, loss=loss, examples=seen))
                 print(f"{name:20s} {split:6s} {100 * acc:6.2f}% {loss:7.3f} {seen:8d}", flush=True)
+    rows += measure_query_dependence(model, data.test_dataloader(), args.images)
     return rows
+
+
+@torch.no_grad()
+def measure_query_dependence(model: LRAClassifier, batches, images: int) -> list[dict]:
+    """query_dependence per layer, averaged over heads and the first ``images`` test images (N x N weights per
+    head: a few images are enough and cheap); a line of the table, n/a for an attention it is not written for."""
+    record: list[torch.Tensor] = []
+    try:
+        with recording_query_dependence(model, record):
+            ids, _ = next(iter(batches))
+            model.evaluate(ids[:images])
+    except LRAError as err:
+        print(f"{'query dependence':20s} n/a: {err}")
+        return []
+    values = [float(r.mean()) for r in record]
+    layers = "  ".join(f"layer {i}: {v:.3f}" for i, v in enumerate(values))
+    print(f"{'query dependence':20s} {'test':6s} {layers}  ({len(ids[:images])} images)")
+    return [dict(ablation="query dependence", split="test", layer=i, value=v) for i, v in enumerate(values)]
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lra import LRAError
-from lra.ablate import main, uniform_attention, without_local_path
+from lra.ablate import main, query_dependence, recording_query_dependence, uniform_attention, without_local_path
 from lra.module import LRAClassifier
 from lra.throughput import config
 
@@ -53,6 +53,33 @@ def test_uniform_attention_ignores_queries_and_keys(tmp_path, attention, impl, p
     assert not torch.allclose(model.evaluate(ids), uniform, atol=1e-3)  # and is undone on leaving
 
 
+def test_query_dependence_is_the_mean_distance_of_valid_queries_from_their_mean_row():
+    rows = torch.tensor([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 100]])  # the last query is padding
+    mask = torch.tensor([[True, True, True, False]])
+    # valid rows one-hot on different keys: mean row (1/3, 1/3, 1/3, 0), each row 2/3 away from it
+    torch.testing.assert_close(query_dependence(rows[None, None], mask), torch.tensor([[2 / 3]]))
+    alike = torch.tensor([0.5, 0.25, 0.25, 0.0]).expand(4, 4)
+    torch.testing.assert_close(query_dependence(alike[None, None], mask), torch.tensor([[0.0]]))
+
+
+@pytest.mark.parametrize("extra", [[], ["attention.unit_queries=false", "attention.shift=1"]])
+@torch.no_grad()
+def test_recording_query_dependence_keeps_the_output_and_restores_the_model(tmp_path, extra):
+    model, _ = classifier(tmp_path, "nalaformer", *extra)
+    ids = tokens()
+    before = model.evaluate(ids)
+    record: list[torch.Tensor] = []
+    with recording_query_dependence(model, record):
+        torch.testing.assert_close(model.evaluate(ids), before, rtol=1e-4, atol=1e-5)
+    blocks = model.model.encoder.blocks
+    assert len(record) == len(blocks) and all(r.shape == (3, blocks[0].attn.num_heads) for r in record)
+    assert all(((r > 0) & (r < 1)).all() for r in record)
+    assert {b.attn.impl for b in blocks} == {"auto"}  # restored
+    softmax, _ = classifier(tmp_path, "softmax")
+    with pytest.raises(LRAError, match="written for nalaformer"), recording_query_dependence(softmax, record):
+        pass
+
+
 @torch.no_grad()
 def test_no_local_path_equals_a_model_built_without_it(tmp_path):
     model, _ = classifier(tmp_path, "polaformer")
@@ -78,10 +105,16 @@ def test_the_command_evaluates_a_checkpoint_on_each_split(tmp_path, capsys):
         model, overrides = classifier(tmp_path, attention, "attention.impl=reference")
         ckpt = tmp_path / f"{attention}.ckpt"
         torch.save({"hyper_parameters": dict(model.hparams), "state_dict": model.state_dict()}, ckpt)
-        rows = main([str(ckpt), *overrides, "--batches", "0"])
-        assert [r["ablation"] for r in rows[::2]] == done and [r["split"] for r in rows[:2]] == ["train", "test"]
-        assert all(r["examples"] > 0 and 0 <= r["acc"] <= 1 for r in rows)
+        rows = main([str(ckpt), *overrides, "--batches", "0", "--images", "2"])
+        evaluated = [r for r in rows if r["ablation"] != "query dependence"]
+        assert [r["ablation"] for r in evaluated[::2]] == done
+        assert [r["split"] for r in evaluated[:2]] == ["train", "test"]
+        assert all(r["examples"] > 0 and 0 <= r["acc"] <= 1 for r in evaluated)
+        dependence = [r["layer"] for r in rows if r["ablation"] == "query dependence"]
+        assert dependence == (list(range(len(model.model.encoder.blocks))) if attention == "nalaformer" else [])
     out = capsys.readouterr().out
+    assert "query dependence     test   layer 0: 0." in out and "(2 images)" in out
+    assert "query dependence     n/a: query dependence is written for nalaformer" in out
     assert "uniform attention    n/a: uniform attention is written for polaformer and nalaformer; this model's " in out
     assert "no local path        n/a: no local path (dwc, lepe)" in out
     with pytest.raises(LRAError, match=r"softmax.ckpt was trained with max_len 1024 \(data: 64\)"):

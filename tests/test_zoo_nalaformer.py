@@ -259,6 +259,25 @@ def test_raw_queries_without_norm_or_gate_make_the_block_linear_attention_with_r
         assert not torch.allclose(back(x, mask) * keep, expected), part
 
 
+@pytest.mark.parametrize("shift", [1.0, 0.1])
+def test_unit_queries_over_a_floor_cap_how_much_two_queries_can_differ(shift):
+    """Why the relu + floor end learns Pathfinder from raw queries and not from q / |q| (session 22): over a floor s
+    a unit-norm query scores key j between s * sum(phi_k_j) and (s + 1) * sum(phi_k_j) (|relu(q / |q|)| <= 1 and an
+    L2 norm is at most the L1 norm), so no query weights a key more than (s + 1) / s times what another query gives
+    it; the raw query has no such cap."""
+    q, k, _ = qkv(1, 1, 64, 16)
+    opts = dict(norm_aware=False, sign_split=False, fixed_power=1.0, key_power=1, shift=shift)
+
+    def spread(unit_queries: bool) -> float:
+        phi_q, phi_k = nala_feature_maps(5 * q, k, unit_queries=unit_queries, **opts)
+        scores = phi_q @ phi_k.transpose(-1, -2)  # (1, 1, queries, keys)
+        return (scores.amax(dim=-2) / scores.amin(dim=-2)).max().item()
+
+    cap = (shift + 1) / shift
+    assert 1 < spread(True) <= cap
+    assert spread(False) > cap
+
+
 @pytest.mark.parametrize("option, value", [("key_power", 1), ("unit_queries", False)])
 def test_feature_diagnostics_take_the_torch_path(option, value):
     """Options that change NaLa's features are formed in PyTorch only: ``auto`` takes that path (equal to the
