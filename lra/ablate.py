@@ -7,8 +7,8 @@ softmax, elu + 1 and performer learn. Deciding whether two dots are connected ne
 distant tokens; a model that keeps its training accuracy with uniform attention and loses it without the local
 path has learned a bag of local features instead, which fits the training images and nothing else (session 19).
 For nalaformer it also measures how much each layer's weights depend on the query (query_dependence): unit-norm
-queries over a floor cap it, and that cap is what separates its runs that memorise from the one that learns
-(session 22).
+queries over a floor cap it, so it is the first suspect when they memorise; measured, it is small in the run that
+learns too, and as large in one that memorises (session 22), so it is a measurement, not a verdict.
 
     python -m lra.ablate CHECKPOINT task=pathfinder experiment=lra_lite data_dir=DATA [--batches 8] [--images 16]
 
@@ -101,7 +101,7 @@ def query_dependence(weights: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def recording_query_dependence(model: torch.nn.Module, record: list[torch.Tensor]) -> Iterator[None]:
     """NaLa's attention computed through its explicit weights (nala_weights: the same output), each layer's
     query_dependence appended to ``record`` in call order. Why: over a floor, unit-norm queries cap how far two
-    queries' weights can differ (session 22); this measures how far they do in a trained model."""
+    queries' weights can differ (tests/test_zoo_nalaformer.py); this measures how far they do in a trained model."""
     layers = [m for m in model.modules() if isinstance(m, nalaformer.NaLaAttention)]
     if not layers:
         raise LRAError("query dependence is written for nalaformer (its weights are materialised from its features)")
