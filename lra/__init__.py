@@ -23,3 +23,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: unreadable checkpoint ({type(err).__name__}: {err}); delete it, or pass resume=false, "
             "and the run starts afresh"
         ) from None
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose_config(overrides: list[str]):
+    """The config ``run.py`` composes for these command-line overrides, for tools that build a run's model or data
+    without running it (the throughput profiler, the ablations, the tests)."""
+    from hydra import compose, initialize_config_dir  # here: the package itself imports without hydra
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)

@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 
 import attention_zoo.nalaformer as nalaformer
 import attention_zoo.polaformer as polaformer
-from lra import LRAError, load_checkpoint
+from lra import LRAError, compose_config, load_checkpoint
 from lra.module import LRAClassifier
 
 LOCAL_PATHS = ("dwc", "lepe")  # attributes of an attention module that add a local path to its output
@@ -162,10 +162,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--images", type=int, default=16, help="test images whose query dependence is measured")
     args = ap.parse_args(argv)
     from lra.data.datamodule import LRADataModule
-    from lra.throughput import config
 
     model, step = load_classifier(args.checkpoint)
-    task = OmegaConf.to_container(config(args.overrides), resolve=True)
+    task = OmegaConf.to_container(compose_config(args.overrides), resolve=True)
     net = model.hparams["net"]  # the data must be what the model was built for, or it fails deep inside
     if wrong := [
         f"{k} {net[k]} (data: {task['task'][k]})" for k in ("max_len", "vocab_size") if net[k] != task["task"][k]

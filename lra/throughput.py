@@ -20,12 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from lra import compose_config
 from lra.results import append_csv_row
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 # Batches come from host arrays (page-locked and copied per step) unless a setting says "resident": then the
 # splits live on the GPU (data_on_device, the default on a GPU since session 8) and no loader workers run.
 HOST = ["data_on_device=false"]
@@ -91,11 +90,6 @@ SETTINGS = {
 PROFILE_NAME_ASIDE = ("task", "attention", "experiment", "data_dir", "cache_dir")
 
 
-def config(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
 def attention_fraction(
     overrides: list[str], steps: int = 10, top: int = 0, save: Path | None = None, compiled: bool = False
 ) -> float:
@@ -111,7 +105,7 @@ def attention_fraction(
     from lra.data.datamodule import LRADataModule
     from lra.module import LRAClassifier
 
-    cfg = config(overrides)
+    cfg = compose_config(overrides)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     task = resolved["task"]
     model = LRAClassifier.from_config(resolved, total_steps=10)
@@ -216,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
             start = time.perf_counter()
             try:
-                row, error = run.train(config(overrides)), None
+                row, error = run.train(compose_config(overrides)), None
             except Exception as err:  # noqa: BLE001 - recorded, and the next setting still runs
                 row, error = {}, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
             rows.append(

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from lra import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,16 +20,14 @@ if not os.environ.get("CUDA_VISIBLE_DEVICES") and not Path("/dev/nvidia0").exist
 
 def make_cfg(tmp_path: Path, *overrides: str) -> DictConfig:
     """The config run.py would get for these command-line overrides, writing into tmp_path."""
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(
-            config_name="config",
-            overrides=[
-                f"results_dir={tmp_path / 'results'}",
-                f"checkpoint_dir={tmp_path / 'ckpt'}",
-                f"data_dir={tmp_path / 'data'}",
-                *overrides,
-            ],
-        )
+    return compose_config(
+        [
+            f"results_dir={tmp_path / 'results'}",
+            f"checkpoint_dir={tmp_path / 'ckpt'}",
+            f"data_dir={tmp_path / 'data'}",
+            *overrides,
+        ]
+    )
 
 
 def run_cli(

@@ -7,10 +7,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from lra import LRAError
+from lra import LRAError, compose_config
 from lra.ablate import main, query_dependence, recording_query_dependence, uniform_attention, without_local_path
 from lra.module import LRAClassifier
-from lra.throughput import config
 
 
 def classifier(tmp_path, attention: str, *extra: str) -> tuple[LRAClassifier, list[str]]:
@@ -24,7 +23,7 @@ def classifier(tmp_path, attention: str, *extra: str) -> tuple[LRAClassifier, li
         *extra,
     ]
     torch.manual_seed(0)
-    model = LRAClassifier.from_config(OmegaConf.to_container(config(overrides), resolve=True), total_steps=10)
+    model = LRAClassifier.from_config(OmegaConf.to_container(compose_config(overrides), resolve=True), total_steps=10)
     return model.eval(), overrides
 
 

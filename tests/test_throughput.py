@@ -6,12 +6,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from lra import throughput
+from lra import compose_config, throughput
 
 
 @pytest.mark.parametrize("name", list(throughput.SETTINGS))
 def test_every_setting_composes(name):
-    cfg = throughput.config(["task=listops", "experiment=lra_lite", *throughput.SETTINGS[name]])
+    cfg = compose_config(["task=listops", "experiment=lra_lite", *throughput.SETTINGS[name]])
     for override in throughput.SETTINGS[name]:
         key, value = override.split("=", 1)
         got = cfg
